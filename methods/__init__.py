@@ -1,0 +1,1 @@
+"""Methods (installed as xbench.methods). Importing this package registers the built-in methods."""

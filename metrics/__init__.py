@@ -1,0 +1,1 @@
+"""Metrics (installed as xbench.metrics). Importing this package registers the built-in metrics."""

@@ -1,0 +1,4 @@
+"""xbench: evaluation and benchmark suite for self-explainable image classifiers."""
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Backbones. Importing this package registers the built-in backbones."""
