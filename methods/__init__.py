@@ -1,1 +1,4 @@
 """Methods (installed as xbench.methods). Importing this package registers the built-in methods."""
+from __future__ import annotations
+
+from . import linear_probe as _linear_probe  # noqa: F401

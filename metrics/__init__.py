@@ -1,1 +1,9 @@
-"""Metrics (installed as xbench.metrics). Importing this package registers the built-in metrics."""
+"""Metrics (installed as xbench.metrics). Importing this package registers the built-in metrics.
+
+A metric is a function `fn(ctx: xbench.evaluation.EvalContext) -> float | MetricValue`
+registered with `@register_metric(name, direction=..., category=..., needs_method=...,
+needs_data=...)`; the runner reports it as n/a where its needs are not met.
+"""
+from __future__ import annotations
+
+from . import accuracy as _accuracy  # noqa: F401

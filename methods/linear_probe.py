@@ -1,0 +1,131 @@
+"""Linear probes (SPEC 3.1): the accuracy reference of both papers.
+
+* `linear-probe`: a linear classifier on the CLS token.
+* `linear-probe-patch`: a linear classifier on the mean of the patch tokens
+  (DINO-QPM's "Dense F^froz"). It is exactly decomposable:
+  logit_c = mean_p (w_c . token_p) + b_c, so its attribution map for class c is
+  w_c . token_p per patch, and it is a concept model whose K = D concepts are
+  the token dimensions: concept_maps[k] = token[..., k], concept_scores = the
+  patch mean, class_weights = W.
+
+Both are trained on cached tokens with AdamW and a cosine schedule on
+standardised features; the standardisation (training mean / std) is folded
+into W and b after training, so the saved head is a plain linear map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from xbench.explanation import Explanation, concept_attribution
+from xbench.registry import register_method
+
+from .base import Batch, FitContext, HeadInfo, Method, ParamsBase, TrainData, soft_cross_entropy
+
+
+@dataclass
+class LinearParams(ParamsBase):
+    epochs: int = 100
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+
+
+def pooled_features(data: TrainData, which: str, batch_size: int = 512) -> torch.Tensor:
+    """[N, D] CLS tokens or patch-mean tokens of every training row (one pass over the cache)."""
+    out = []
+    for b in data.all_batches(batch_size):
+        t = b.tokens
+        out.append(t.cls if which == "cls" else t.patch.mean(dim=(1, 2)))
+    return torch.cat(out)
+
+
+def fit_linear(x: torch.Tensor, targets: torch.Tensor, params: LinearParams, ctx: FitContext,
+               desc: str) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Softmax regression on standardised x; returns (W, b) in the original feature space and the loss curve."""
+    mu = x.mean(dim=0)
+    sd = x.std(dim=0).clamp_min(1e-6)
+    z = (x - mu) / sd
+    lin = nn.Linear(x.shape[1], targets.shape[1]).to(ctx.device)
+    g = ctx.generator()
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * 0.01)
+        lin.bias.zero_()
+    opt = torch.optim.AdamW(lin.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    steps_per_epoch = max(1, (len(z) + params.batch_size - 1) // params.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=params.epochs * steps_per_epoch)
+    z, targets = z.to(ctx.device), targets.to(ctx.device)
+    curve = []
+    for _ in ctx.epochs(params.epochs, desc):
+        perm = torch.randperm(len(z), generator=g).to(ctx.device)
+        total = 0.0
+        for s in range(0, len(z), params.batch_size):
+            i = perm[s:s + params.batch_size]
+            loss = soft_cross_entropy(lin(z[i]), targets[i])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(i)
+        curve.append(total / len(z))
+    with torch.no_grad():
+        w = lin.weight / sd.to(ctx.device)
+        b = lin.bias - w @ mu.to(ctx.device)
+    return w.detach(), b.detach(), curve
+
+
+@register_method("linear-probe", provides={"logits"}, paper="dinov2",
+                 description="linear classifier on the CLS token (accuracy reference)")
+class LinearProbe(Method):
+    """Linear classifier on the CLS token (accuracy reference)."""
+
+    Params = LinearParams
+
+    def __init__(self, info: HeadInfo, params: LinearParams | None = None):
+        super().__init__(info, params)
+        self.linear = nn.Linear(info.dim, info.num_classes)
+
+    def fit(self, data: TrainData, ctx: FitContext) -> dict:
+        x = pooled_features(data, "cls")
+        w, b, curve = fit_linear(x, data.targets, self.params, ctx, "linear-probe")
+        with torch.no_grad():
+            self.linear.weight.copy_(w)
+            self.linear.bias.copy_(b)
+        return {"final_loss": curve[-1] if curve else None}
+
+    def explain(self, batch: Batch) -> Explanation:
+        return Explanation(logits=self.linear(batch.tokens.cls))
+
+
+@register_method("linear-probe-patch", provides={"logits", "attribution", "concepts"}, paper="dinoqpm",
+                 description="linear classifier on the mean patch token; exactly decomposable (Dense F^froz)")
+class LinearProbePatch(Method):
+    """Linear classifier on the mean patch token; exactly decomposable (Dense F^froz)."""
+
+    Params = LinearParams
+
+    def __init__(self, info: HeadInfo, params: LinearParams | None = None):
+        super().__init__(info, params)
+        self.linear = nn.Linear(info.dim, info.num_classes)
+
+    def fit(self, data: TrainData, ctx: FitContext) -> dict:
+        x = pooled_features(data, "patch")
+        w, b, curve = fit_linear(x, data.targets, self.params, ctx, "linear-probe-patch")
+        with torch.no_grad():
+            self.linear.weight.copy_(w)
+            self.linear.bias.copy_(b)
+        return {"final_loss": curve[-1] if curve else None}
+
+    def explain(self, batch: Batch) -> Explanation:
+        patch = batch.tokens.patch                       # [B, g, g, D]
+        maps = patch.permute(0, 3, 1, 2)                 # [B, D, g, g]: concept k = token dimension k
+        scores = maps.mean(dim=(2, 3))                   # [B, D]
+        w = self.linear.weight
+        logits = scores @ w.T + self.linear.bias
+        return Explanation(logits=logits, attribution_fn=concept_attribution(maps, w), concept_maps=maps,
+                           concept_scores=scores, class_weights=w, class_bias=self.linear.bias)
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        return self.linear(batch.tokens.patch.mean(dim=(1, 2)))

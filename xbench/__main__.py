@@ -1,0 +1,5 @@
+import sys
+
+from xbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""`xbench run`: train and evaluate (method x dataset x seed) jobs, then print the leaderboard."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="train and evaluate methods on datasets (no arguments: the offline quickstart)",
+                       description="Train and evaluate jobs (method x dataset x seed) and print the leaderboard. "
+                       "Without arguments: synthbirds, weight-free backbone, every method, seed 0.")
+    p.add_argument("--methods", help="comma-separated method names (default: every registered method)")
+    p.add_argument("--datasets", help="comma-separated dataset names (default: synthbirds)")
+    p.add_argument("--metrics", help="comma-separated metric names (default: every metric that applies)")
+    p.add_argument("--backbone", help="backbone name (default: weight-free); see `xbench ls backbones`")
+    p.add_argument("--weights", help="auto | random | PATH to a FAIR .pth or timm .safetensors file")
+    p.add_argument("--seeds", help="comma-separated seeds (default: 0)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    p.add_argument("--results", help="results folder (default: ./xbench-results)")
+    p.add_argument("--cache", help="feature cache folder (default: $XBENCH_CACHE or ~/.cache/xbench/features)")
+    p.add_argument("--data-root", help="dataset root (default: $XBENCH_DATA or ~/.cache/xbench/data)")
+    p.add_argument("--config", help="YAML or TOML file with these options plus per-method parameters")
+    p.add_argument("--profile", help="paper | quickstart | auto (default auto: quickstart with the weight-free backbone)")
+    p.add_argument("--set", action="append", metavar="METHOD.PARAM=VALUE", help="override a method parameter (repeatable)")
+    p.add_argument("--batch-size", type=int, help="backbone / evaluation batch size (default 64)")
+    p.add_argument("--loader-workers", type=int, help="image-loading worker processes (default 1)")
+    p.add_argument("--workers", type=int, help="independent jobs run in parallel processes (default 1)")
+    p.add_argument("--executor", help="local (default) or slurm")
+    p.add_argument("--include", action="append", metavar="PATH.py", help="import a Python file that registers methods/metrics")
+    p.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable images (counted in the record)")
+    p.add_argument("--force", action="store_true", default=None, help="recompute jobs that are already complete")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
+    p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    from ..config import build_config, load_config_file, parse_set
+
+    file_values = load_config_file(args.config) if args.config else {}
+    cli = {k: getattr(args, k, None) for k in ("methods", "datasets", "metrics", "backbone", "weights", "seeds",
+                                                  "device", "results", "cache", "data_root", "profile", "batch_size",
+                                                  "loader_workers", "workers", "executor", "include", "skip_bad",
+                                                  "force", "quiet")}
+    sets = parse_set(getattr(args, "set", None))
+    if sets:
+        cli["params"] = sets
+    if cli.get("include") is not None:
+        cli["include"] = list(file_values.get("include", [])) + list(cli["include"])
+    return build_config(file_values, cli)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..progress import set_quiet
+
+    cfg = config_from_args(args)
+    set_quiet(cfg.quiet)
+    if cfg.executor == "slurm":
+        from ..executors.slurm import run_slurm
+
+        return run_slurm(cfg, args)
+    if cfg.workers > 1:
+        from ..executors.local_pool import run_pool
+
+        summary = run_pool(cfg)
+    else:
+        from ..runner import Runner
+
+        summary = Runner(cfg).run()
+    n_done, n_skip, n_fail = len(summary.done), len(summary.skipped), len(summary.failed)
+    print(f"xbench: {n_done} job(s) run, {n_skip} already complete, {n_fail} failed; results in {cfg.results}",
+          file=sys.stderr)
+    if not args.no_leaderboard:
+        from ..leaderboard.markdown import render_markdown
+        from ..leaderboard.tables import build_tables
+        from ..results import ResultsStore
+
+        print(render_markdown(build_tables(ResultsStore(cfg.results).records(strict=False))))
+    for job_id, reason in summary.failed:
+        print(f"xbench: job {job_id} failed: {reason}", file=sys.stderr)
+    return 1 if n_fail else 0

@@ -1,0 +1,132 @@
+"""What a metric sees: the model (through the explanation contract), the dataset, cached views.
+
+`EvalContext` hands metrics batches of explanations and logits for any split
+and view (plain test images, interventions, noisy copies, box crops). Tokens
+come from the feature cache through the runner's extractor, so every
+intervention image goes through the backbone once, in batches, and is shared by
+all methods and seeds. Metrics never import a method: they call
+`ctx.model.explain(batch)` / `ctx.model.logits(batch)` and read `ctx.dataset`.
+
+A metric family that yields several numbers (the FunnyBirds suite) computes
+them once per job through `ctx.memo(name, fn)`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from .cache import TokenStore
+from .data.base import Dataset
+from .explanation import Explanation
+from .progress import progress
+from .views import PlainView, View
+
+
+class ModelLike:
+    """The contract a scored model follows (xbench heads, or any object with these methods)."""
+
+    spec: Any
+
+    def explain(self, batch) -> Explanation: ...
+
+    def logits(self, batch) -> torch.Tensor: ...
+
+
+class NotApplicable(Exception):
+    """Raised by a metric that finds at run time that it cannot be computed here (reported as n/a)."""
+
+
+@dataclass
+class MetricValue:
+    """A metric's number plus anything worth keeping beside it (chosen threshold, counts...)."""
+
+    value: float | None
+    extras: dict = field(default_factory=dict)
+
+
+class EvalContext:
+    def __init__(self, model: Any, dataset: Dataset, extractor: Any, device: torch.device | str = "cpu",
+                 seed: int = 0, batch_size: int = 64, options: dict | None = None, show_progress: bool = True,
+                 needs_images: bool = False):
+        self.model = model
+        self.dataset = dataset
+        self.extractor = extractor
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.options = options or {}
+        self.show_progress = show_progress
+        self.needs_images = needs_images
+        self._memo: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+
+    # shared computations -------------------------------------------------------------------
+    def memo(self, name: str, fn: Callable[[], Any]) -> Any:
+        if name not in self._memo:
+            t = time.perf_counter()
+            self._memo[name] = fn()
+            self.timings[name] = time.perf_counter() - t
+        return self._memo[name]
+
+    def option(self, metric: str, key: str, default: Any) -> Any:
+        return self.options.get(metric, {}).get(key, default)
+
+    # data ---------------------------------------------------------------------------------------
+    def split(self, name: str = "test"):
+        return self.dataset.split(name)
+
+    def labels(self, split: str = "test") -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.split(split).labels), dtype=torch.long)
+
+    def store(self, split: str = "test", view: View | None = None) -> TokenStore:
+        view = view or PlainView()
+        return self.memo(f"store:{split}:{view.key}", lambda: self.extractor.store(self.dataset, split, view))
+
+    def batches(self, split: str = "test", view: View | None = None, indices: np.ndarray | None = None,
+                desc: str | None = None) -> Iterator[Any]:
+        """Model inputs (tokens from the cache; images only for models that need them) in batches."""
+        from xbench.methods.base import Batch  # the batch container is shared with heads
+
+        view = view or PlainView()
+        store = self.store(split, view)
+        idx = np.arange(len(store)) if indices is None else np.asarray(indices, dtype=np.int64)
+        sp = self.split(split)
+        vindex = None
+        with progress(total=len(idx), desc=desc or f"eval {split}/{view.kind}", enabled=self.show_progress,
+                      unit="img") as bar:
+            for s in range(0, len(idx), self.batch_size):
+                sel = idx[s:s + self.batch_size]
+                images = None
+                if self.needs_images:
+                    if vindex is None:
+                        vindex = view.index(sp)
+                        bb = self.extractor.backbone
+                        size, mean, std = bb.image_size, bb.mean, bb.std
+                    images = torch.stack(view.load_many(sp, vindex, [int(j) for j in sel], size, mean, std))
+                    images = images.to(self.device)
+                yield Batch(tokens=store.tokens(sel, self.device), images=images, index=sel)
+                bar.update(len(sel))
+
+    # model outputs ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, split: str = "test", view: View | None = None) -> torch.Tensor:
+        """[M, C] logits of every item of the view (memoised)."""
+        view = view or PlainView()
+
+        def run() -> torch.Tensor:
+            out = [self.model.logits(b).float().cpu() for b in self.batches(split, view, desc=f"logits {split}/{view.kind}")]
+            return torch.cat(out) if out else torch.zeros(0, self.dataset.num_classes)
+
+        return self.memo(f"logits:{split}:{view.key}", run)
+
+    def explanations(self, split: str = "test", view: View | None = None,
+                     indices: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, Explanation]]:
+        """(item indices, Explanation) per batch. Gradients are enabled only for models that need them."""
+        grad = bool(self.needs_images)
+        for b in self.batches(split, view, indices, desc=f"explain {split}"):
+            with torch.set_grad_enabled(grad):
+                yield b.index, self.model.explain(b)

@@ -1,0 +1,370 @@
+"""The runner: plan jobs, share backbone features, train heads, score them, store records.
+
+    dataset -> backbone -> feature cache -> method head (train) -> explanation -> metrics -> results store
+
+One backbone is built per run; each dataset's train/test tokens are extracted
+once into the feature cache and read by every method and seed. A job whose
+record is complete is skipped (a rerun only adds missing metrics, using the
+saved head); `force` recomputes. Jobs are claimed with a per-job lock so two
+runs sharing a results folder never duplicate work. A failing job is recorded
+as failed with its reason and the others go on.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock, Timeout
+
+from .backbones import build_backbone
+from .backbones.base import Backbone
+from .cache import FeatureCache
+from .config import RunConfig
+from .data.base import Dataset
+from .data.roots import cache_root, data_root
+from .errors import ConfigError, UserError
+from .evaluation import EvalContext, MetricValue, NotApplicable
+from .extract import Extractor
+from .jobs import Job
+from .progress import say
+from .provenance import git_commit, hardware, now, versions
+from .registry import DATASETS, METHODS, METRICS, include
+from .results import SCHEMA_VERSION, ResultsStore, metric_entry
+from .views import PlainView
+
+
+class TrainingDiverged(Exception):
+    """Raised by a head whose loss became NaN or infinite; the job is recorded as failed."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def build_dataset(name: str, options: dict, root: str | None) -> Dataset:
+    entry = DATASETS.get(name)
+    try:
+        ds = entry.obj(root=data_root(root), **options)
+    except TypeError as err:
+        raise ConfigError(f"dataset {name!r}: bad option ({err}); see `xbench ls datasets`") from None
+    return ds
+
+
+@dataclass
+class RunSummary:
+    jobs: list[Job] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        for path in cfg.include:
+            include(path)
+        self.device = resolve_device(cfg.device)
+        self.store = ResultsStore(Path(cfg.results))
+        self.cache = FeatureCache(cache_root(cfg.cache))
+        self.profile = cfg.resolved_profile()
+        self._datasets: dict[str, Dataset] = {}
+        self._backbone: Backbone | None = None
+        self._extractor: Extractor | None = None
+        self.show_progress = not cfg.quiet
+
+    # building blocks ------------------------------------------------------------------------
+    def dataset(self, name: str) -> Dataset:
+        if name not in self._datasets:
+            self._datasets[name] = build_dataset(name, self.cfg.dataset_options.get(name, {}), self.cfg.data_root)
+        return self._datasets[name]
+
+    @property
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            self._backbone = build_backbone(self.cfg.backbone, self.cfg.weights)
+        return self._backbone
+
+    @property
+    def extractor(self) -> Extractor:
+        if self._extractor is None:
+            self._extractor = Extractor(self.backbone, self.cache, self.device, batch_size=self.cfg.batch_size,
+                                        num_workers=self.cfg.loader_workers, show_progress=self.show_progress,
+                                        skip_bad=self.cfg.skip_bad)
+        return self._extractor
+
+    # planning -------------------------------------------------------------------------------
+    def method_names(self) -> list[str]:
+        if self.cfg.methods:
+            for m in self.cfg.methods:
+                METHODS.get(m)  # unknown names fail here, before any work
+            return list(self.cfg.methods)
+        return [e.name for e in METHODS.entries() if getattr(e.obj, "in_quickstart", True)]
+
+    def metric_names(self) -> list[str]:
+        if self.cfg.metrics:
+            for m in self.cfg.metrics:
+                METRICS.get(m)
+            return list(self.cfg.metrics)
+        return [e.name for e in METRICS.entries() if e.spec.in_quickstart]
+
+    def method_params(self, name: str) -> dict:
+        from xbench.methods.base import parse_params
+
+        cls = METHODS.get(name).obj
+        overrides: dict[str, Any] = {}
+        if self.profile == "quickstart":
+            overrides.update(getattr(cls, "quickstart", {}) or {})
+        overrides.update(self.cfg.params.get(name, {}))
+        params = parse_params(cls, overrides)
+        return params.to_dict() if hasattr(params, "to_dict") else dict(vars(params))
+
+    def plan(self) -> list[Job]:
+        methods = self.method_names()
+        metrics = tuple(self.metric_names())
+        for k in self.cfg.params:
+            if k not in methods and k not in METHODS:
+                raise ConfigError(f"params for unknown method {k!r} in the config (methods: {', '.join(methods)})")
+        datasets = [self.dataset(d) for d in self.cfg.datasets]
+        for ds in datasets:
+            problems = ds.check() if not ds.spec.builtin else []
+            if problems:
+                raise problems_error(ds, problems)
+        bb = self.backbone
+        jobs = []
+        for ds in datasets:
+            for m in methods:
+                params = self.method_params(m)
+                for seed in self.cfg.seeds:
+                    jobs.append(Job(
+                        method=m, dataset=ds.spec.name, backbone=bb.name, weights=bb.weights_label,
+                        weights_hash=bb.weights_hash, seed=int(seed), params=params,
+                        dataset_options=dict(self.cfg.dataset_options.get(ds.spec.name, {})),
+                        dataset_fingerprint=ds.fingerprint(),
+                        metric_options=dict(self.cfg.metric_options), profile=self.profile, metrics=metrics,
+                    ))
+        return jobs
+
+    # running --------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        self.store.ensure_writable()
+        jobs = self.plan()
+        summary = RunSummary(jobs=jobs)
+        say(f"xbench: {len(jobs)} job(s); backbone {self.backbone.name} (weights: {self.backbone.weights_label}); "
+            f"profile {self.profile}; device {self.device}; results in {self.store.root}")
+        pending = list(jobs)
+        deferred: list[Job] = []
+        for blocking in (False, True):
+            for job in pending:
+                status = self.run_one(job, blocking=blocking)
+                if status == "busy":
+                    deferred.append(job)
+                elif status == "skipped":
+                    summary.skipped.append(job.job_id)
+                elif status.startswith("failed"):
+                    summary.failed.append((job.job_id, status[len("failed: "):]))
+                else:
+                    summary.done.append(job.job_id)
+            pending, deferred = deferred, []
+        return summary
+
+    def needed_metrics(self, job: Job, rec: dict | None) -> list[str]:
+        if rec is None or rec.get("status") != "complete" or self.cfg.force:
+            return list(job.metrics)
+        have = rec.get("metrics", {})
+        return [m for m in job.metrics if have.get(m, {}).get("status") not in ("ok", "n/a")]
+
+    def run_one(self, job: Job, blocking: bool = False) -> str:
+        lock = FileLock(str(self.store.root / "locks" / f"{job.job_id}.lock"))
+        (self.store.root / "locks").mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=-1 if blocking else 0)
+        except Timeout:
+            return "busy"
+        try:
+            rec = self.store.get(job.job_id)
+            todo = self.needed_metrics(job, rec)
+            if rec is not None and rec.get("status") == "complete" and not todo and not self.cfg.force:
+                return "skipped"
+            rec = self.execute(job, rec if (rec and rec.get("status") == "complete" and not self.cfg.force) else None,
+                               todo)
+            self.store.put(rec)
+            if rec["status"] == "failed":
+                say(f"  FAILED {job.label()}: {rec['error']}")
+                return f"failed: {rec['error']}"
+            return "done"
+        finally:
+            lock.release()
+
+    def execute(self, job: Job, previous: dict | None, metrics: list[str]) -> dict:
+        """Train (or reload) the head of `job` and compute `metrics`; returns the record."""
+        from xbench.methods.base import FitContext, HeadInfo, Method, TrainData, parse_params
+
+        t0 = time.perf_counter()
+        timings: dict[str, Any] = dict(previous.get("timings", {})) if previous else {}
+        record = self._base_record(job, previous)
+        ds = self.dataset(job.dataset)
+        entry = METHODS.get(job.method)
+        ex = self.extractor
+        say(f"- {job.label()}")
+        try:
+            seed_everything(job.seed)
+            te = time.perf_counter()
+            train_store = ex.store(ds, "train", PlainView())
+            test_store = ex.store(ds, "test", PlainView())
+            timings["extract_s"] = round(time.perf_counter() - te, 3)
+            info = HeadInfo(num_classes=ds.num_classes, grid=train_store.grid, dim=train_store.dim,
+                            num_registers=train_store.num_registers, backbone=self.backbone.name,
+                            weights_hash=self.backbone.weights_hash)
+            head_dir = self.store.head_dir(job.job_id)
+            if previous is not None and (head_dir / "head.json").exists():
+                model = Method.load(head_dir, expect=info).to(self.device)
+            else:
+                model = entry.obj(info, parse_params(entry.obj, job.params)).to(self.device)
+                if entry.spec.needs_backbone_graph:
+                    model.attach_extractor(ex)
+                sp = ds.split("train")
+                views = {name: ex.store(ds, "train", v) for name, v in model.extra_views().items()}
+                targets = None
+                if "multi_target" in ds.spec.annotations:
+                    targets = np.stack([sp.targets(i) for i in range(len(sp))])
+                data = TrainData(train_store, np.asarray(sp.labels), targets, ds.num_classes, self.device, views)
+                ctx = FitContext(device=self.device, seed=job.seed, show_progress=self.show_progress)
+                tf = time.perf_counter()
+                seed_everything(job.seed)
+                model.train()
+                log = model.fit(data, ctx) or {}
+                model.eval()
+                timings["fit_s"] = round(time.perf_counter() - tf, 3)
+                _check_finite(model, log)
+                record["training"] = _jsonable(log)
+                model.save(head_dir)
+                record["head"] = str(Path("heads") / job.job_id)
+            if entry.spec.needs_backbone_graph:
+                model.attach_extractor(ex)
+            ectx = EvalContext(model, ds, ex, device=self.device, seed=job.seed, batch_size=self.cfg.batch_size,
+                               options=job.metric_options, show_progress=self.show_progress,
+                               needs_images=entry.spec.needs_backbone_graph)
+            mt = timings.setdefault("metrics_s", {})
+            for name in metrics:
+                record["metrics"][name] = self._metric(name, entry.spec, ds, ectx, mt)
+            del test_store
+        except TrainingDiverged as err:
+            return self._failed(record, job, f"training diverged: {err}", t0, timings)
+        except UserError:
+            raise
+        except Exception as err:  # recorded; the other jobs go on
+            return self._failed(record, job, f"{type(err).__name__}: {err}", t0, timings, tb=traceback.format_exc())
+        timings["total_s"] = round(time.perf_counter() - t0 + (previous or {}).get("timings", {}).get("total_s", 0), 3)
+        record["timings"] = timings
+        record["status"] = "complete"
+        if ex.bad_items:
+            record["skipped_files"] = {k: v for k, v in ex.bad_items.items()}
+        return record
+
+    def _metric(self, name: str, method_spec, ds: Dataset, ectx: EvalContext, mt: dict) -> dict:
+        m = METRICS.get(name)
+        reason = m.spec.applicable(method_spec, ds.spec)
+        if reason:
+            return metric_entry(None, "n/a", reason)
+        t = time.perf_counter()
+        try:
+            out = m.obj(ectx)
+        except UserError as err:
+            return metric_entry(None, "error", str(err), seconds=time.perf_counter() - t)
+        except NotApplicable as err:
+            return metric_entry(None, "n/a", str(err))
+        dt = time.perf_counter() - t
+        mt[name] = round(dt, 3)
+        if isinstance(out, MetricValue):
+            val, extras = out.value, out.extras
+        else:
+            val, extras = out, {}
+        if val is None:
+            return metric_entry(None, "n/a", extras.pop("reason", "undefined on this data"), extras=_jsonable(extras))
+        val = float(val)
+        if not math.isfinite(val):
+            return metric_entry(None, "error", f"value is {val}", seconds=dt)
+        return metric_entry(val, "ok", extras=_jsonable(extras), seconds=dt)
+
+    def _base_record(self, job: Job, previous: dict | None) -> dict:
+        bb = self.backbone
+        rec = {
+            "schema": SCHEMA_VERSION, "job_id": job.job_id, "status": "failed", "method": job.method,
+            "dataset": job.dataset, "backbone": job.backbone, "weights": job.weights,
+            "weights_kind": bb.weights_kind, "weights_hash": job.weights_hash, "seed": job.seed,
+            "profile": job.profile, "config": job.identity(), "config_hash": job.config_hash,
+            "metrics": dict(previous.get("metrics", {})) if previous else {},
+            "provenance": {**versions(), "git_commit": git_commit(), "hardware": hardware(self.device),
+                           "date": now(), "dataset": job.dataset_fingerprint, "backbone": bb.describe()},
+        }
+        if previous:
+            for k in ("training", "head", "extras"):
+                if k in previous:
+                    rec[k] = previous[k]
+        return rec
+
+    def _failed(self, record: dict, job: Job, reason: str, t0: float, timings: dict, tb: str | None = None) -> dict:
+        record["status"] = "failed"
+        record["error"] = reason.splitlines()[0][:500] if reason else "unknown error"
+        if tb:
+            record["traceback"] = tb[-4000:]
+        timings["total_s"] = round(time.perf_counter() - t0, 3)
+        record["timings"] = timings
+        return record
+
+
+def problems_error(ds: Dataset, problems: list[str]) -> UserError:
+    from .errors import DataError
+
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more; run `xbench data check {ds.spec.name}`)" if len(problems) > 1 else ""
+    return DataError(f"{first}{more}")
+
+
+def _check_finite(model: torch.nn.Module, log: dict) -> None:
+    for n, p in model.state_dict().items():
+        if p.dtype.is_floating_point and not torch.isfinite(p).all():
+            raise TrainingDiverged(f"parameter {n} is not finite after training")
+    loss = log.get("final_loss") if isinstance(log, dict) else None
+    if isinstance(loss, float) and not math.isfinite(loss):
+        raise TrainingDiverged(f"final loss is {loss}")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
