@@ -104,7 +104,9 @@ class TokenStore:
                 sel = slice(int(sel[0]), int(sel[-1]) + 1)
 
         def get(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a[sel])).to(device=device, dtype=dtype)
+            part = a[sel]
+            arr = np.array(part, copy=True) if isinstance(sel, slice) else np.ascontiguousarray(part)
+            return torch.from_numpy(arr).to(device=device, dtype=dtype)
 
         return Tokens(get(self.patch), get(self.cls), get(self.reg))
 
