@@ -21,7 +21,7 @@ from filelock import FileLock
 from .backbones.base import Backbone
 from .cache import CacheKey, FeatureCache, PartialEntry, TokenStore
 from .data.base import Dataset
-from .errors import DataError
+from .errors import DataError, UserError
 from .progress import progress
 from .tokens import Tokens
 from .views.base import View, ViewIndex
@@ -53,6 +53,14 @@ class _Items(torch.utils.data.Dataset):
                 xs.append(torch.zeros(3, self.size, self.size))
                 bad.append(j)
         return js, torch.stack(xs), bad
+
+
+def _one_line(err: UserError) -> UserError:
+    """DataLoader workers re-raise errors with the worker traceback in the message; recover the original line."""
+    msg = str(err)
+    marker = f"{type(err).__module__}.{type(err).__qualname__}: "
+    lines = [line for line in msg.splitlines() if line.startswith(marker)]
+    return type(err)(lines[-1][len(marker):]) if "\n" in msg and lines else err
 
 
 class Extractor:
@@ -175,6 +183,8 @@ class Extractor:
                     writes.put((js[0], toks))
                     bad_ids.extend(split.item_id(int(index.base[j])) for j in bad)
                     bar.update(len(js))
+        except UserError as err:  # a worker's error carries its traceback in the message: keep the one line
+            raise _one_line(err) from None
         finally:
             writes.put(None)
             t.join()
