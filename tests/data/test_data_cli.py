@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from fixtures_cub import make_cub
 from fixtures_rsna import make_rsna

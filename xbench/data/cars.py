@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..registry import register_dataset
-from .folder import FileSplit, FolderDataset, files_under, image_verifier
+from .folder import FileSplit, FolderDataset, Verifier, files_under, image_verifier
 
 FOLDER = "stanford_cars"
 FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
@@ -178,8 +178,8 @@ class Cars(FolderDataset):
                     problems.append(f"{d / fname}: image listed in {path.name} (record {k + 1}) is missing")
         return problems
 
-    def files_to_decode(self) -> list[tuple[Path, object]]:
-        out: list[tuple[Path, object]] = []
+    def files_to_decode(self) -> list[tuple[Path, Verifier]]:
+        out: list[tuple[Path, Verifier]] = []
         for split in self.splits:
             try:
                 recs = read_annotations(self.annotation_file(split))

@@ -41,7 +41,7 @@ from PIL import Image
 
 from ..errors import ConfigError, DataError
 from ..registry import register_dataset
-from .folder import FileSplit, FolderDataset, files_under, image_verifier
+from .folder import FileSplit, FolderDataset, Verifier, files_under, image_verifier
 from .imageio import image_size, read_gray, read_rgb
 from .tables import flag, parse_table
 
@@ -306,12 +306,12 @@ class CUB(FolderDataset):
                     problems.append(f"{seg / rel}: segmentation mask of image id {i} is missing")
         return problems
 
-    def files_to_decode(self) -> list[tuple[Path, object]]:
+    def files_to_decode(self) -> list[tuple[Path, Verifier]]:
         idx = self.index
         seg = self.segmentation_dir()
         out = [(self.base / "images" / idx.paths[i], image_verifier) for i in idx.ids]
         out += [(seg / Path(idx.paths[i]).with_suffix(".png"), image_verifier) for i in idx.ids]
-        return out  # type: ignore[return-value]
+        return out
 
 
 __all__ = ["CUB", "CubSplit"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,6 +32,9 @@ from .base import Dataset, Split
 from .imageio import read_rgb, verify_image
 from .roots import data_root
 from .sources import how_to_get
+
+#: checks one file; returns None when it is fine, else the one-line problem
+Verifier = Callable[[Path], "str | None"]
 
 
 class FolderDataset(Dataset):
@@ -85,7 +88,7 @@ class FolderDataset(Dataset):
         """Missing, malformed or inconsistent files, one line each (no image decoding)."""
         return []
 
-    def files_to_decode(self) -> list[tuple[Path, Callable[[Path], str | None]]]:
+    def files_to_decode(self) -> list[tuple[Path, Verifier]]:
         """(file, verifier) pairs `check(deep=True)` decodes; a verifier returns None or the problem."""
         return []
 
@@ -129,17 +132,6 @@ class FileSplit(Split):
 
 
 # small helpers the loaders share ------------------------------------------------------------
-def read_lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, stripped text) of the non-empty lines of a text file; DataError when unreadable."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file is missing; restore it (see `xbench data check`)") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror}); restore it") from None
-    return [(n, s.strip()) for n, s in enumerate(text.splitlines(), 1) if s.strip()]
-
-
 def files_under(folder: Path) -> set[str]:
     """Relative POSIX paths of every file below `folder` (empty if it does not exist)."""
     out: set[str] = set()
@@ -157,9 +149,4 @@ def image_verifier(path: Path) -> str | None:
     return verify_image(path)
 
 
-def missing_lines(kind: str, paths: Iterable[Path], limit: int | None = None) -> list[str]:
-    out = [f"{p}: {kind} is missing" for p in paths]
-    return out if limit is None else out[:limit]
-
-
-__all__ = ["FolderDataset", "FileSplit", "read_lines", "files_under", "image_verifier"]
+__all__ = ["FolderDataset", "FileSplit", "Verifier", "files_under", "image_verifier"]

@@ -48,7 +48,7 @@ from PIL import Image
 from ..errors import ConfigError, DataError
 from ..registry import register_dataset
 from .base import Split
-from .folder import FolderDataset, files_under, image_verifier
+from .folder import FolderDataset, Verifier, files_under, image_verifier
 from .imageio import read_rgb, read_rgb_array
 from .synthbirds.classes import agreement_masks, consistent_classes, minimal_sufficient_sets
 from .synthbirds.render import FB_BODY, FB_MAX_OBJECTS, FB_PART_COLOURS, fb_object_colour
@@ -366,8 +366,8 @@ class FunnyBirds(FolderDataset):
                         problems.append(f"{sp.intervention_dir(i) / f}: intervention of test record {i} is missing")
         return problems
 
-    def files_to_decode(self) -> list[tuple[Path, object]]:
-        out: list[tuple[Path, object]] = []
+    def files_to_decode(self) -> list[tuple[Path, Verifier]]:
+        out: list[tuple[Path, Verifier]] = []
         for split in self.splits:
             try:
                 recs, _ = self.records(split)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..registry import register_dataset
-from .folder import FileSplit, FolderDataset, files_under, image_verifier
+from .folder import FileSplit, FolderDataset, Verifier, files_under, image_verifier
 from .imageio import read_gray
 from .tables import parse_table
 
@@ -188,9 +188,9 @@ class Pets(FolderDataset):
                                     f"{name} is missing")
         return problems
 
-    def files_to_decode(self) -> list[tuple[Path, object]]:
+    def files_to_decode(self) -> list[tuple[Path, Verifier]]:
         self._parse()
-        out: list[tuple[Path, object]] = []
+        out: list[tuple[Path, Verifier]] = []
         xml_dir = self.base / "annotations" / "xmls"
         for rows in (self._lists or {}).values():
             for _line, name, _ in rows:

@@ -43,7 +43,7 @@ from PIL import Image
 from ..errors import ConfigError, DataError
 from ..registry import register_dataset
 from .dicom import dicom_problem, read_dicom
-from .folder import FileSplit, FolderDataset, files_under
+from .folder import FileSplit, FolderDataset, Verifier, files_under
 
 FOLDER = "rsna-pneumonia-detection-challenge"
 LABELS = "stage_2_train_labels.csv"
@@ -229,7 +229,7 @@ class RSNA(FolderDataset):
                                 f"{patients[pid].line}) is missing")
         return problems
 
-    def files_to_decode(self) -> list[tuple[Path, object]]:
+    def files_to_decode(self) -> list[tuple[Path, Verifier]]:
         return [(self.base / IMAGES / f"{pid}.dcm", dicom_problem) for pid in sorted(self.patients)]
 
 
