@@ -2,3 +2,4 @@
 from __future__ import annotations
 
 from . import linear_probe as _linear_probe  # noqa: F401
+from . import gradcam as _gradcam  # noqa: F401
