@@ -55,7 +55,7 @@ def _bar(total: int | None, initial: int, desc: str, show: bool):
 def _user_agent() -> str:
     from .. import __version__
 
-    return f"xbench/{__version__} (+https://github.com/xbench)"
+    return f"xbench/{__version__} (python urllib)"
 
 
 @dataclass
