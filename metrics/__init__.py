@@ -7,3 +7,4 @@ needs_data=...)`; the runner reports it as n/a where its needs are not met.
 from __future__ import annotations
 
 from . import accuracy as _accuracy  # noqa: F401
+from .concepts_consistency import register as _concepts_consistency  # noqa: F401
