@@ -167,8 +167,8 @@ class Runner:
 
     # running --------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        jobs = self.plan()  # unknown names and missing data stop here, before anything is written
         self.store.ensure_writable()
-        jobs = self.plan()
         summary = RunSummary(jobs=jobs)
         say(f"xbench: {len(jobs)} job(s); backbone {self.backbone.name} (weights: {self.backbone.weights_label}); "
             f"profile {self.profile}; device {self.device}; results in {self.store.root}")
