@@ -8,3 +8,4 @@ from __future__ import annotations
 
 from . import accuracy as _accuracy  # noqa: F401
 from .concepts_consistency import register as _concepts_consistency  # noqa: F401
+from .funnybirds import register as _funnybirds  # noqa: F401

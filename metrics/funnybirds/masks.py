@@ -1,0 +1,154 @@
+"""Unit masks of the test images, reduced to the token grid of the attribution maps.
+
+A *unit* is a part slot (ids 1..P of the part map, in `dataset.part_names`
+order) or a background object (id P+1+j). SPEC 5.2 computes a unit's
+importance by nearest-upsampling the g x g attribution map to the image's
+native resolution, dilating the unit's mask with a 5x5 max-pool (stride 1) and
+summing the upsampled attribution inside it. Because nearest upsampling makes
+every pixel a copy of one token cell, that sum equals
+
+    importance(u) = sum_k A[k] * W[u, k],   W[u, k] = number of pixels of cell k inside u's dilated mask,
+
+and the sum of the whole upsampled map is sum_k A[k] * pixels[k]. `W` and
+`pixels` depend only on the image, so they are computed once per job (and
+process-wide per dataset and grid), after which any number of maps costs one
+small matrix product. The pixel -> cell assignment is taken from
+`torch.nn.functional.interpolate(mode="nearest")` itself, so it is exactly the
+upsampling the definition names, for any resolution (also when it is not a
+multiple of the grid).
+
+Choices: colours of one slot (two eyes, feet, wings) share one part-map id
+here, so a slot is dilated as one mask (as FunnyBirds does for each colour and
+then adds, except that pixels where two dilated colours of one slot overlap
+count once here, not twice: with our part maps the slot is a single mask). A
+unit whose mask is empty (fully occluded) is still a unit, with importance 0.
+Background objects j >= num_objects(i) of an image are padding (`valid` False).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xbench.data.base import Dataset
+from xbench.progress import progress
+
+_DILATION = 5          # 5x5 max-pool, stride 1
+_BATCH_ELEMENTS = 1 << 24   # one-hot masks per batch: about 64 MB of float32
+
+
+@dataclass
+class UnitCells:
+    """Per image: dilated unit masks counted per token cell."""
+
+    weights: torch.Tensor   # float64 [N, U, h*w]: pixels of unit u's dilated mask in cell k
+    pixels: torch.Tensor    # float64 [N, h*w]: image pixels in cell k (for the whole-map sum)
+    valid: torch.Tensor     # bool [N, U]: part slots always, objects j < num_objects(i)
+    num_parts: int
+    grid: tuple[int, int]
+
+    @property
+    def num_units(self) -> int:
+        return int(self.weights.shape[1])
+
+    @property
+    def num_objects(self) -> int:
+        return self.num_units - self.num_parts
+
+
+def cell_index(height: int, width: int, grid: tuple[int, int]) -> torch.Tensor:
+    """LongTensor [H*W]: the token cell each pixel copies under nearest upsampling of a grid map."""
+    h, w = grid
+    ids = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w)
+    up = F.interpolate(ids, size=(int(height), int(width)), mode="nearest")
+    return up.view(-1).round().long()
+
+
+def dilate(masks: torch.Tensor, size: int = _DILATION) -> torch.Tensor:
+    """5x5 max-pool with stride 1 and 'same' padding of float masks [B, U, H, W] (separable: rows, then columns)."""
+    r = size // 2
+    x = F.max_pool2d(masks, kernel_size=(1, size), stride=1, padding=(0, r))
+    return F.max_pool2d(x, kernel_size=(size, 1), stride=1, padding=(r, 0))
+
+
+def cells_of_maps(part_maps: torch.Tensor, unit_ids: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """float32 [B, U, h*w]: pixels of each unit's dilated mask per token cell, for part maps [B, H, W]."""
+    b, height, width = part_maps.shape
+    onehot = (part_maps[:, None, :, :] == unit_ids.view(1, -1, 1, 1)).float()
+    dil = dilate(onehot).reshape(b, len(unit_ids), height * width)
+    idx = cell_index(height, width, grid)
+    out = torch.zeros(b, len(unit_ids), grid[0] * grid[1])
+    return out.index_add_(2, idx, dil)
+
+
+def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_progress: bool = False) -> UnitCells:
+    """The `UnitCells` of every image of `split` (part maps read once, in batches of equal size)."""
+    sp = dataset.split(split)
+    n = len(sp)
+    num_parts = len(dataset.part_names)
+    n_obj = np.asarray([sp.num_objects(i) for i in range(n)], dtype=np.int64)
+    max_obj = int(n_obj.max()) if n else 0
+    units = num_parts + max_obj
+    unit_ids = torch.arange(1, units + 1)
+    k = grid[0] * grid[1]
+    weights = torch.zeros(n, units, k, dtype=torch.float64)
+    pixels = torch.zeros(n, k, dtype=torch.float64)
+    valid = torch.ones(n, units, dtype=torch.bool)
+    valid[:, num_parts:] = torch.arange(max_obj)[None, :] < torch.as_tensor(n_obj)[:, None]
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        idx = torch.as_tensor([i for i, _ in pending])
+        maps = torch.from_numpy(np.stack([m for _, m in pending]).astype(np.int64))
+        weights[idx] = cells_of_maps(maps, unit_ids, grid).double()
+        height, width = maps.shape[1:]
+        pixels[idx] = torch.bincount(cell_index(height, width, grid), minlength=k).double()
+        pending.clear()
+
+    with progress(total=n, desc=f"part masks {split}", enabled=show_progress, unit="img") as bar:
+        for i in range(n):
+            pm = np.asarray(sp.part_map(i))
+            if pending and pending[0][1].shape != pm.shape:
+                flush()
+            pending.append((i, pm))
+            if len(pending) * units * pm.size >= _BATCH_ELEMENTS:
+                flush()
+            bar.update(1)
+        flush()
+    return UnitCells(weights=weights, pixels=pixels, valid=valid, num_parts=num_parts, grid=tuple(grid))
+
+
+_SHARED: dict[tuple, UnitCells] = {}
+_LOCK = threading.Lock()
+
+
+def unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_progress: bool = False) -> UnitCells:
+    """`build_unit_cells`, shared by every job of this process on the same dataset content and grid.
+
+    The key is the dataset's fingerprint (name, version, options) plus its root, so
+    two methods scored on one dataset read the part maps once.
+    """
+    key = (repr(sorted(dataset.fingerprint().items())), str(getattr(dataset, "root", None)), split, tuple(grid))
+    with _LOCK:
+        hit = _SHARED.get(key)
+    if hit is None:
+        hit = build_unit_cells(dataset, split, grid, show_progress)
+        with _LOCK:
+            if len(_SHARED) >= 8:   # a handful of datasets per process at most
+                _SHARED.pop(next(iter(_SHARED)))
+            _SHARED[key] = hit
+    return hit
+
+
+def clear_shared() -> None:
+    """Forget the process-wide unit masks (benchmarks time the part-map reading with it)."""
+    with _LOCK:
+        _SHARED.clear()
+
+
+__all__ = ["UnitCells", "cell_index", "dilate", "cells_of_maps", "build_unit_cells", "unit_cells", "clear_shared"]

@@ -1,0 +1,183 @@
+"""The FunnyBirds family, computed once per job (`ctx.memo("funnybirds", ...)`), and its aggregates.
+
+Order of work (everything batched; no per-image loop around the model):
+
+1. the model's logits on the cached `InterventionView` of the test split, as
+   dense [N, 2^P, C] / [N, O, C] tensors (`interventions`);
+2. the TS class pair of every image from those logits (`contrastivity`);
+3. one pass of `ctx.explanations("test")` in batches: attribution maps for the
+   true class, the predicted class, c1 and c2, each reduced at once to unit
+   importances [N, 4, U] and whole-map sums [N, 4] (`importance`, `masks`);
+4. every metric as tensor code over images x thresholds x units.
+
+Completeness = ((CSDC + PC + DC)/3 + D) / 2 at the chosen threshold;
+Correctness = SD; Contrastivity = TS; mean explainability = the mean of the
+three (undefined if any is). Accuracy and BI are reported beside it.
+
+Options (`metric_options: {funnybirds: {...}}`): `thresholds` (count of the
+linspace(0.01, 0.5, .) grid, default 80), `relevance` (the 5 % of D and BI,
+default 0.05), `pairs` ("image" or "class", see `contrastivity`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from xbench.errors import ConfigError, DataError
+from xbench.evaluation import EvalContext
+
+from .background import BackgroundResult, background_independence
+from .classes import ClassStructure, class_structure
+from .completeness import choose_threshold, csdc_curve, deletion_curve, distractibility_curve, preservation_curve
+from .contrastivity import PAIR_MODES, select_pairs, target_sensitivity
+from .correctness import single_deletion
+from .importance import important_units, part_bits, thresholds, unit_importance
+from .interventions import RELEVANCE, InterventionLogits, intervention_logits, lowers_target
+from .masks import UnitCells, unit_cells
+
+OPTION = "funnybirds"   # metric_options key
+#: the attribution targets evaluated per image, in this order
+TARGETS = ("true", "predicted", "c1", "c2")
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    thresholds: int = 80
+    relevance: float = RELEVANCE
+    pairs: str = "image"
+
+
+def suite_options(ctx: EvalContext) -> SuiteOptions:
+    """The family's options from `metric_options.funnybirds` (one-line ConfigError when invalid)."""
+    n = ctx.option(OPTION, "thresholds", 80)
+    rel = ctx.option(OPTION, "relevance", RELEVANCE)
+    pairs = ctx.option(OPTION, "pairs", "image")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"metric_options.funnybirds.thresholds={n!r} is invalid: use a positive integer (default 80)")
+    if isinstance(rel, bool) or not isinstance(rel, (int, float)) or not 0 <= float(rel) < 1:
+        raise ConfigError(f"metric_options.funnybirds.relevance={rel!r} is invalid: use a number in [0, 1) (default 0.05)")
+    if pairs not in PAIR_MODES:
+        raise ConfigError(f"metric_options.funnybirds.pairs={pairs!r} is invalid: use one of {', '.join(PAIR_MODES)}")
+    return SuiteOptions(thresholds=int(n), relevance=float(rel), pairs=str(pairs))
+
+
+@dataclass
+class SuiteResult:
+    thresholds: torch.Tensor      # float64 [T]
+    csdc: torch.Tensor            # float64 [T] (nan: undefined)
+    pc: torch.Tensor
+    dc: torch.Tensor
+    d: torch.Tensor
+    index: int                    # the chosen threshold
+    sd: float
+    ts: float
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.thresholds[self.index])
+
+    def at(self, name: str) -> float:
+        return float(getattr(self, name)[self.index])
+
+    @property
+    def completeness(self) -> float:
+        return ((self.at("csdc") + self.at("pc") + self.at("dc")) / 3.0 + self.at("d")) / 2.0
+
+    @property
+    def mean_explainability(self) -> float:
+        return (self.completeness + self.sd + self.ts) / 3.0
+
+    def values(self) -> dict[str, float]:
+        """Every number of the family at the chosen threshold (nan where undefined)."""
+        return {"csdc": self.at("csdc"), "pc": self.at("pc"), "dc": self.at("dc"), "distractibility": self.at("d"),
+                "completeness": self.completeness, "single_deletion": self.sd, "target_sensitivity": self.ts,
+                "mean_explainability": self.mean_explainability}
+
+    def curves(self) -> dict[str, list]:
+        nan_none = lambda t: [None if math.isnan(v) else round(v, 6) for v in t.tolist()]  # noqa: E731
+        return {"thresholds": [round(v, 6) for v in self.thresholds.tolist()], "csdc": nan_none(self.csdc),
+                "pc": nan_none(self.pc), "dc": nan_none(self.dc), "distractibility": nan_none(self.d)}
+
+
+def _cells(ctx: EvalContext, grid: tuple[int, int]) -> UnitCells:
+    return ctx.memo(f"funnybirds:masks:{grid[0]}x{grid[1]}",
+                    lambda: unit_cells(ctx.dataset, "test", grid, ctx.show_progress))
+
+
+def explained_importance(ctx: EvalContext, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, UnitCells]:
+    """(importance [N, K, U], whole-map sums [N, K], unit cells) of the maps for targets [N, K], batched."""
+    n, k = targets.shape
+    imp: torch.Tensor | None = None
+    total = torch.zeros(n, k, dtype=torch.float64)
+    cells: UnitCells | None = None
+    for idx, exp in ctx.explanations("test"):
+        sel = torch.as_tensor(idx, dtype=torch.long)
+        for j in range(k):
+            maps = exp.attribution(targets[sel, j].to(exp.logits.device))
+            if cells is None:
+                cells = _cells(ctx, tuple(int(s) for s in maps.shape[-2:]))
+                imp = torch.zeros(n, k, cells.num_units, dtype=torch.float64)
+            i, t = unit_importance(maps.detach().cpu(), cells.weights[sel], cells.pixels[sel])
+            imp[sel, j], total[sel, j] = i, t
+    if cells is None or imp is None:
+        raise DataError(f"{ctx.dataset.spec.name}: the test split is empty; the FunnyBirds suite needs test images")
+    return imp, total, cells
+
+
+def _irrelevant(il: InterventionLogits, cells: UnitCells, fraction: float) -> torch.Tensor:
+    """bool [N, U]: units whose removal does not lower the true-class logit by >= fraction of it."""
+    y = il.labels
+    orig = il.target_logit(y)[:, None]
+    parts = ~lowers_target(orig, il.single_part_removed(y), fraction)
+    objs = ~lowers_target(orig, il.object_removed(y), fraction) & il.object_valid
+    return torch.cat([parts, objs], dim=1)
+
+
+def compute_suite(ctx: EvalContext) -> SuiteResult:
+    """The whole family for the job's model on the test split (see the module docstring)."""
+    opts = suite_options(ctx)
+    il = intervention_logits(ctx)
+    y, pred, p = il.labels, il.predictions, il.num_parts
+    cs: ClassStructure = ctx.memo("funnybirds:classes", lambda: class_structure(ctx.dataset, y))
+    choice = select_pairs(il, cs, opts.pairs)
+    imp, total, cells = explained_importance(ctx, torch.stack([y, pred, choice.c1, choice.c2], dim=1))
+    if cells.num_objects != il.objects.shape[1]:
+        raise DataError(f"{ctx.dataset.spec.name}: part maps show {cells.num_objects} background objects at most, "
+                        f"the interventions {il.objects.shape[1]}; re-extract the intervention view")
+    ts = thresholds(opts.thresholds)
+    imp_true = important_units(imp[:, 0], total[:, 0], ts, cells.valid)          # [N, T, U]
+    bits_true = part_bits(imp_true, p)
+    bits_pred = part_bits(important_units(imp[:, 1], total[:, 1], ts, cells.valid), p)
+    subset_pred = il.subsets.argmax(dim=2)                                       # [N, 2^P]
+    csdc, n_csdc = csdc_curve(bits_true, y, pred == y, cs.mss, cs.mss_valid, p)
+    pc = preservation_curve(bits_pred, subset_pred, pred)
+    dc = deletion_curve(bits_pred, subset_pred, pred, p)
+    d, n_d = distractibility_curve(imp_true, _irrelevant(il, cells, opts.relevance))
+    index = choose_threshold(csdc, pc, dc, d)
+    drops = il.target_logit(y).double()[:, None] - il.single_part_removed(y).double()
+    sd, n_sd, sd_skipped = single_deletion(imp[:, 0, :p], drops)
+    tsv, n_ts = target_sensitivity(imp[:, 2], imp[:, 3], choice, p)
+    n = len(y)
+    counts = {"images": n, "correct": int((pred == y).sum()), "csdc_images": n_csdc, "pc_images": n,
+              "d_images": n_d, "d_skipped": n - n_d, "sd_images": n_sd, "sd_skipped": sd_skipped,
+              "ts_images": n_ts, "ts_skipped": n - n_ts, "ts_no_pair": int(choice.no_pair.sum()),
+              "ts_failed_condition": int(choice.failed.sum()), "ts_pairs": opts.pairs}
+    return SuiteResult(thresholds=ts, csdc=csdc, pc=pc, dc=dc, d=d, index=index, sd=sd, ts=tsv, counts=counts)
+
+
+def funnybirds_suite(ctx: EvalContext) -> SuiteResult:
+    """The job's `SuiteResult` (computed once per job)."""
+    return ctx.memo(OPTION, lambda: compute_suite(ctx))
+
+
+def funnybirds_background(ctx: EvalContext) -> BackgroundResult:
+    """Background independence of the job's model (logits only; computed once per job)."""
+    opts = suite_options(ctx)
+    return ctx.memo(f"{OPTION}:bi", lambda: background_independence(intervention_logits(ctx), opts.relevance))
+
+
+__all__ = ["OPTION", "TARGETS", "SuiteOptions", "SuiteResult", "suite_options", "explained_importance",
+           "compute_suite", "funnybirds_suite", "funnybirds_background"]
