@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from xbench.evaluation import EvalContext, MetricValue
+from xbench.progress import progress
 from xbench.registry import register_metric
 
 __all__ = [
@@ -67,25 +68,27 @@ def normal_overlap(m1: float, s1: float, m2: float, s2: float) -> float:
     return float(NormalDist(m1, s1).overlap(NormalDist(m2, s2)))
 
 
-def gmm_overlaps(scores: np.ndarray | torch.Tensor, seed: int) -> np.ndarray:
+def gmm_overlaps(scores: np.ndarray | torch.Tensor, seed: int, show_progress: bool = False) -> np.ndarray:
     """[K] overlap of the two components of a seeded 2-component GMM per column of scores [N, K]."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
     x = np.asarray(scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
     out = np.ones(x.shape[1])
-    for k in range(x.shape[1]):
-        col = x[:, k]
-        sd = col.std()
-        if len(np.unique(col)) < 2 or not sd > 0:
-            continue  # a constant concept: both components coincide
-        z = ((col - col.mean()) / sd).reshape(-1, 1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            gmm = GaussianMixture(n_components=2, random_state=seed).fit(z)
-        m = gmm.means_.ravel()
-        s = np.sqrt(gmm.covariances_.ravel())
-        out[k] = normal_overlap(m[0], s[0], m[1], s[1])
+    with progress(total=x.shape[1], desc="contrastiveness GMMs", enabled=show_progress, unit="concept") as bar:
+        for k in range(x.shape[1]):  # one small 1-D fit per concept (scikit-learn has no batched GMM)
+            bar.update(1)
+            col = x[:, k]
+            sd = col.std()
+            if len(np.unique(col)) < 2 or not sd > 0:
+                continue  # a constant concept: both components coincide
+            z = ((col - col.mean()) / sd).reshape(-1, 1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                gmm = GaussianMixture(n_components=2, random_state=seed).fit(z)
+            m = gmm.means_.ravel()
+            s = np.sqrt(gmm.covariances_.ravel())
+            out[k] = normal_overlap(m[0], s[0], m[1], s[1])
     return out
 
 
@@ -196,7 +199,7 @@ def contrastiveness(ctx: EvalContext) -> MetricValue:
     scores, _ = _train_scores(ctx)
     if scores.shape[0] < 2 or scores.shape[1] == 0:
         return MetricValue(None, {"reason": "fewer than two training images or no concepts"})
-    ovl = gmm_overlaps(scores, ctx.seed)
+    ovl = gmm_overlaps(scores, ctx.seed, show_progress=ctx.show_progress)
     return MetricValue(float(1.0 - ovl.mean()), {"concepts": int(len(ovl)), "seed": ctx.seed})
 
 
