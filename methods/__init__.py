@@ -4,3 +4,4 @@ from __future__ import annotations
 from . import linear_probe as _linear_probe  # noqa: F401
 from . import gradcam as _gradcam  # noqa: F401
 from .dino_qpm import method as _dino_qpm  # noqa: F401
+from .protofm import method as _protofm  # noqa: F401
