@@ -63,9 +63,12 @@ def seed_everything(seed: int) -> None:
 
 
 def build_dataset(name: str, options: dict, root: str | None) -> Dataset:
+    from .data.userfolder import parse_dataset_arg
+
+    name, extra = parse_dataset_arg(name)  # `folder:PATH` -> ("folder", {"path": PATH})
     entry = DATASETS.get(name)
     try:
-        ds = entry.obj(root=data_root(root), **options)
+        ds = entry.obj(root=data_root(root), **{**options, **extra})
     except TypeError as err:
         raise ConfigError(f"dataset {name!r}: bad option ({err}); see `xbench ls datasets`") from None
     return ds
@@ -96,7 +99,9 @@ class Runner:
     # building blocks ------------------------------------------------------------------------
     def dataset(self, name: str) -> Dataset:
         if name not in self._datasets:
-            self._datasets[name] = build_dataset(name, self.cfg.dataset_options.get(name, {}), self.cfg.data_root)
+            ds = build_dataset(name, self.cfg.dataset_options.get(name, {}), self.cfg.data_root)
+            self._datasets[name] = ds
+            self._datasets.setdefault(ds.spec.name, ds)  # jobs name it by its spec (`folder:PATH` -> folder-NAME)
         return self._datasets[name]
 
     @property
@@ -283,46 +288,11 @@ class Runner:
         return record
 
     def _metric(self, name: str, method_spec, ds: Dataset, ectx: EvalContext, mt: dict) -> dict:
-        m = METRICS.get(name)
-        reason = m.spec.applicable(method_spec, ds.spec)
-        if reason:
-            return metric_entry(None, "n/a", reason)
-        t = time.perf_counter()
-        try:
-            out = m.obj(ectx)
-        except UserError as err:
-            return metric_entry(None, "error", str(err), seconds=time.perf_counter() - t)
-        except NotApplicable as err:
-            return metric_entry(None, "n/a", str(err))
-        dt = time.perf_counter() - t
-        mt[name] = round(dt, 3)
-        if isinstance(out, MetricValue):
-            val, extras = out.value, out.extras
-        else:
-            val, extras = out, {}
-        if val is None:
-            return metric_entry(None, "n/a", extras.pop("reason", "undefined on this data"), extras=_jsonable(extras))
-        val = float(val)
-        if not math.isfinite(val):
-            return metric_entry(None, "error", f"value is {val}", seconds=dt)
-        return metric_entry(val, "ok", extras=_jsonable(extras), seconds=dt)
+        return score_metric(name, method_spec, ds, ectx, mt)
 
     def _base_record(self, job: Job, previous: dict | None) -> dict:
         bb = self.backbone
-        rec = {
-            "schema": SCHEMA_VERSION, "job_id": job.job_id, "status": "failed", "method": job.method,
-            "dataset": job.dataset, "backbone": job.backbone, "weights": job.weights,
-            "weights_kind": bb.weights_kind, "weights_hash": job.weights_hash, "seed": job.seed,
-            "profile": job.profile, "config": job.identity(), "config_hash": job.config_hash,
-            "metrics": dict(previous.get("metrics", {})) if previous else {},
-            "provenance": {**versions(), "git_commit": git_commit(), "hardware": hardware(self.device),
-                           "date": now(), "dataset": job.dataset_fingerprint, "backbone": bb.describe()},
-        }
-        if previous:
-            for k in ("training", "head", "extras"):
-                if k in previous:
-                    rec[k] = previous[k]
-        return rec
+        return base_record(job, previous, bb.weights_kind, bb.describe(), self.device)
 
     def _failed(self, record: dict, job: Job, reason: str, t0: float, timings: dict, tb: str | None = None) -> dict:
         record["status"] = "failed"
@@ -334,11 +304,57 @@ class Runner:
         return record
 
 
+def base_record(job: Job, previous: dict | None, weights_kind: str, backbone: dict, device: torch.device) -> dict:
+    """A job's record before training and scoring (status 'failed' until it completes); keeps `previous`'s results."""
+    rec = {
+        "schema": SCHEMA_VERSION, "job_id": job.job_id, "status": "failed", "method": job.method,
+        "dataset": job.dataset, "backbone": job.backbone, "weights": job.weights,
+        "weights_kind": weights_kind, "weights_hash": job.weights_hash, "seed": job.seed,
+        "profile": job.profile, "config": job.identity(), "config_hash": job.config_hash,
+        "metrics": dict(previous.get("metrics", {})) if previous else {},
+        "provenance": {**versions(), "git_commit": git_commit(), "hardware": hardware(device),
+                       "date": now(), "dataset": job.dataset_fingerprint, "backbone": backbone},
+    }
+    if previous:
+        for k in ("training", "head", "extras"):
+            if k in previous:
+                rec[k] = previous[k]
+    return rec
+
+
+def score_metric(name: str, method_spec, ds: Dataset, ectx: EvalContext, mt: dict) -> dict:
+    """The record entry of metric `name` (ok, n/a with the reason, or error); its seconds go into `mt`."""
+    m = METRICS.get(name)
+    reason = m.spec.applicable(method_spec, ds.spec)
+    if reason:
+        return metric_entry(None, "n/a", reason)
+    t = time.perf_counter()
+    try:
+        out = m.obj(ectx)
+    except UserError as err:
+        return metric_entry(None, "error", str(err), seconds=time.perf_counter() - t)
+    except NotApplicable as err:
+        return metric_entry(None, "n/a", str(err))
+    dt = time.perf_counter() - t
+    mt[name] = round(dt, 3)
+    if isinstance(out, MetricValue):
+        val, extras = out.value, out.extras
+    else:
+        val, extras = out, {}
+    if val is None:
+        return metric_entry(None, "n/a", extras.pop("reason", "undefined on this data"), extras=_jsonable(extras))
+    val = float(val)
+    if not math.isfinite(val):
+        return metric_entry(None, "error", f"value is {val}", seconds=dt)
+    return metric_entry(val, "ok", extras=_jsonable(extras), seconds=dt)
+
+
 def problems_error(ds: Dataset, problems: list[str]) -> UserError:
     from .errors import DataError
 
     first = problems[0]
-    more = f" (and {len(problems) - 1} more; run `xbench data check {ds.spec.name}`)" if len(problems) > 1 else ""
+    name = getattr(ds, "cli_name", ds.spec.name)  # `folder:PATH` datasets are checked by that name
+    more = f" (and {len(problems) - 1} more; run `xbench data check {name}`)" if len(problems) > 1 else ""
     return DataError(f"{first}{more}")
 
 

@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f.set_defaults(func=run_fetch)
 
     c = acts.add_parser("check", help="validate a dataset's files; list every problem")
-    c.add_argument("name")
+    c.add_argument("name", help="a dataset name, or folder:PATH for your own images")
     c.add_argument("--data-root", help="dataset root (default: $XBENCH_DATA or ~/.cache/xbench/data)")
     c.add_argument("--quick", action="store_true", help="check the layout only; do not decode every image")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -66,12 +66,14 @@ def _quiet(args: argparse.Namespace) -> None:
 
 def _build(name: str, data_root_arg: str | None):
     from ..data.roots import data_root
+    from ..data.userfolder import parse_dataset_arg
     from ..registry import DATASETS
 
+    name, options = parse_dataset_arg(name)  # `folder:PATH`: your own images
     entry = DATASETS.get(name)
     if getattr(entry.spec, "builtin", False):
         return entry.obj()
-    return entry.obj(root=data_root(data_root_arg))
+    return entry.obj(root=data_root(data_root_arg), **options)
 
 
 def _in_place(name: str, data_root_arg: str | None) -> bool:
