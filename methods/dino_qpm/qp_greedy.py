@@ -14,15 +14,17 @@ ties broken by lower feature index), so the program reduces to choosing
    feature while the (duplicate-free-relaxed) objective improves, evaluated
    exactly and vectorised through each class's top ``n_per_class + 1``
    selected values;
-3. duplicate repair: classes that share the same feature set keep it for the
-   class that would lose most by moving; the others move, in increasing order
-   of their loss, to their next-best set (k-best subset enumeration over the
-   selected features) not used by any other class. ``C(n_select,
-   n_per_class) >= C`` (checked when the problem is built) makes this always
-   succeed.
+3. iterated local search: local search also from the tau heuristic's set,
+   then random multi-feature swaps ("kicks") of the best selection followed
+   by local search, kept when better (`solve_greedy`);
+4. duplicate repair of every candidate: classes that share the same feature
+   set keep it for the class that would lose most by moving; the others
+   move, in increasing order of their loss, to their next-best set (k-best
+   subset enumeration over the selected features) not used by any other
+   class. ``C(n_select, n_per_class) >= C`` (checked when the problem is
+   built) makes this always succeed.
 
-Local search runs from several starts (`solve_greedy`); every result is
-scored with `qp_problem.objective` like every other path.
+Every result is scored with `qp_problem.objective` like every other path.
 """
 from __future__ import annotations
 
@@ -207,34 +209,55 @@ def repair_duplicates(problem: QPProblem, selected: np.ndarray, Y: np.ndarray) -
     return Y, moved
 
 
-def solve_greedy(problem: QPProblem, time_limit: float | None = None, restarts: int = 8, seed: int = 0,
-                 max_swaps: int = 10_000) -> GreedyResult:
-    """Local search from several starts, duplicate repair, best result.
+def _kick(selected: np.ndarray, n_features: int, rng: np.random.Generator, max_kick: int) -> np.ndarray:
+    """Swap a random 2..max_kick selected features for unselected ones."""
+    out = np.setdiff1d(np.arange(n_features), selected)
+    size = int(rng.integers(2, max_kick + 1)) if max_kick >= 2 else 1
+    drop = rng.choice(len(selected), size, replace=False)
+    add = rng.choice(out, size, replace=False)
+    return np.sort(np.concatenate([np.delete(selected, drop), add]))
 
-    Starts: the greedy selection, the tau heuristic's set
-    (``problem.tau_set``), then ``restarts`` uniformly random selections
-    (``numpy.random.default_rng(seed)``); no new start begins after
-    ``time_limit`` seconds (the greedy's own local search always runs).
-    Ties between starts go to the earlier start.
+
+def solve_greedy(problem: QPProblem, time_limit: float | None = None, kicks: int = 200, seed: int = 0,
+                 max_kick: int = 10, max_swaps: int = 10_000) -> GreedyResult:
+    """Greedy, local search, then iterated local search; distinct class sets.
+
+    Local search runs from the greedy selection and from the tau heuristic's
+    set (``problem.tau_set``); the better one is then perturbed ``kicks``
+    times (iterated local search): swap a random 2..``max_kick`` selected
+    features for random unselected ones (``numpy.random.default_rng(seed)``),
+    local search, keep the result if it is better. Every candidate is
+    duplicate-repaired and scored with `objective`. No new start or kick
+    begins after ``time_limit`` seconds (the first local search always runs).
     """
     t0 = time.perf_counter()
     deadline = None if time_limit is None else t0 + time_limit
     rng = np.random.default_rng(seed)
     first = greedy_select(problem)
     greedy_obj = _assign_value(problem, first)
-    starts = [first, np.sort(problem.tau_set)]
-    starts += [np.sort(rng.choice(problem.n_features, problem.n_select, replace=False)) for _ in range(restarts)]
-    best: tuple[float, np.ndarray, np.ndarray, int, int] | None = None
+    best: tuple[float, np.ndarray, np.ndarray, int] | None = None
     total_swaps = 0
-    for n, start in enumerate(starts):
-        if n > 0 and deadline is not None and time.perf_counter() > deadline:
-            break
+
+    def consider(start: np.ndarray) -> None:
+        nonlocal best, total_swaps
         sel, swaps = local_search(problem, start, max_swaps=max_swaps, deadline=deadline)
         total_swaps += swaps
         Y, moved = repair_duplicates(problem, sel, best_assignment(problem, sel))
         val = objective(problem, sel, Y)
         if best is None or val > best[0] + 1e-9:
-            best = (val, sel, Y, moved, n)
+            best = (val, sel, Y, moved)
+
+    consider(first)
+    can_kick = problem.n_features > problem.n_select
+    for n in range(1 + kicks):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        if n == 0:
+            consider(np.sort(problem.tau_set))
+        elif can_kick:
+            assert best is not None
+            consider(_kick(best[1], problem.n_features, rng, min(max_kick, problem.n_select,
+                                                                  problem.n_features - problem.n_select)))
     assert best is not None
     return GreedyResult(
         selected=best[1],

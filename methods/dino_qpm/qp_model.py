@@ -28,6 +28,16 @@ Two exact strengthenings (same integer optimum, tighter or smaller model):
   The McCormick rows alone allow ``s = 1/2`` on many features at zero
   penalty; these rows remove part of that slack from the LP bound. At most
   ``max_triangles`` are added (those of largest total weight first).
+
+And one bound-preserving relaxation, to shrink the LP:
+
+* ``candidates=T``: a class without cuts gets assignment variables only for
+  its T best features by A, plus a slack ``o_c`` in [0, k] worth A of its
+  (T+1)-th best feature and not linked to ``s``. Any real assignment maps
+  onto this with no loss of value, so the solver's bound stays valid; the
+  assignment read back is the exact top-k given ``s``, scored exactly. With
+  T >= N_f (or None) the model is exact. At CUB scale (512 x 200) T = 128
+  leaves the root LP bound unchanged and the LP about 3x cheaper.
 """
 from __future__ import annotations
 

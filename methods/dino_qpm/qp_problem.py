@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class QPProblem:
     """Everything the stage-2 program needs; built by `build_problem`.
 

@@ -17,8 +17,8 @@ The model is `qp_model.QPModel`. `solve` runs:
 
 The best bound is HiGHS's ``mip_dual_bound`` read from cvxpy's
 ``problem.solver_stats.extra_stats`` (SCIP: ``Model.getDualbound()``), turned
-to the maximisation sense; after cut rounds it is the last round's, which is
-valid because the cuts only remove solutions with duplicate sets. The gap is
+to the maximisation sense; with cut rounds it is the smallest over the rounds,
+each valid because the cuts only remove solutions with duplicate sets. The gap is
 ``(bound - objective) / |objective|`` with the objective from
 `qp_problem.objective`. A bound below the objective (solver tolerance) is
 reported as the objective.
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -74,6 +75,7 @@ class QPSolution:
         mip_start: whether a start was handed to the solver in every round.
         time_limit: the limit the call ran under (seconds).
         assignment_mode: "relaxed" or "binary" (see `qp_model`).
+        problem: `QPProblem.summary()` (sizes, tau, penalised pairs).
     """
 
     selected: np.ndarray
@@ -94,6 +96,7 @@ class QPSolution:
     mip_start: bool
     time_limit: float
     assignment_mode: str
+    problem: dict[str, Any]
 
     def class_feature_matrix(self) -> np.ndarray:
         """[C, n_select] 0/1 float32 matrix over ``f[:, selected]`` (stage 3's W_bin)."""
@@ -131,15 +134,17 @@ def _solve_built(model: QPModel, prob: cp.Problem, solver: str, time_limit: floa
         model.set_start(*start)
     limit = float(max(time_limit, 0.01))
     start_passed = False
-    if solver == "highs":
-        backend = highs_with_start()
-        opts = {"time_limit": limit, "mip_rel_gap": float(mip_rel_gap), "random_seed": int(seed), **options}
-        prob.solve(solver=backend, verbose=verbose, **opts)
-        start_passed = bool(backend.start_passed)
-    else:
-        params = {"limits/time": limit, "limits/gap": float(mip_rel_gap),
-                  "randomization/randomseedshift": int(seed), **options}
-        prob.solve(solver=cp.SCIP, verbose=verbose, scip_params=params)
+    with warnings.catch_warnings():  # cvxpy warns on every time-limit stop
+        warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+        if solver == "highs":
+            backend = highs_with_start()
+            opts = {"time_limit": limit, "mip_rel_gap": float(mip_rel_gap), "random_seed": int(seed), **options}
+            prob.solve(solver=backend, verbose=verbose, **opts)
+            start_passed = bool(backend.start_passed)
+        else:
+            params = {"limits/time": limit, "limits/gap": float(mip_rel_gap),
+                      "randomization/randomseedshift": int(seed), **options}
+            prob.solve(solver=cp.SCIP, verbose=verbose, scip_params=params)
     status = {cp.OPTIMAL: "optimal", cp.USER_LIMIT: "time_limit"}.get(prob.status, str(prob.status))
     stats = prob.solver_stats.extra_stats if prob.solver_stats is not None else None
     # The cvxpy objective has no constant term: the solver minimises exactly
@@ -158,13 +163,14 @@ def _solve_built(model: QPModel, prob: cp.Problem, solver: str, time_limit: floa
     return _Round(status, sel, Y, sval, bound, start_passed)
 
 
-def _greedy_solution(g: GreedyResult, t0: float, time_limit: float, reason: str, solver: str, mode: str,
-                     cuts: int = 0, rounds: int = 0) -> QPSolution:
+def _greedy_solution(problem: QPProblem, g: GreedyResult, t0: float, time_limit: float, reason: str, solver: str,
+                     mode: str, cuts: int = 0, rounds: int = 0) -> QPSolution:
     return QPSolution(
         selected=g.selected, assignment=g.assignment[g.selected], objective=g.objective, bound=None, gap=None,
         solver=solver, status="heuristic", wall_time=time.perf_counter() - t0, cuts=cuts, rounds=rounds,
         fallback_used=True, fallback_reason=reason, source="warm_start", greedy_objective=g.objective,
         solver_objective=None, mip_start=False, time_limit=time_limit, assignment_mode=mode,
+        problem=problem.summary(),
     )
 
 
@@ -178,8 +184,8 @@ def solve(
     warm_start: bool = True,
     assignment: str = "relaxed",
     triangles: bool = True,
-    candidates: int | None = None,
-    restarts: int = 8,
+    candidates: int | None = 128,
+    kicks: int = 200,
     verbose: bool = False,
     solver_options: dict[str, Any] | None = None,
 ) -> QPSolution:
@@ -190,16 +196,16 @@ def solve(
         solver: "highs" (default), "scip" (``pip install xbench[scip]``) or
             "greedy" (no solver).
         time_limit: seconds for the whole call, heuristic included.
-        seed: random seed of the heuristic's restarts and of the solver.
+        seed: random seed of the heuristic's kicks and of the solver.
         mip_rel_gap: relative gap at which the solver stops.
         max_cut_rounds: at most this many re-solves after adding no-good cuts.
         warm_start: hand the best known solution to the solver (HiGHS).
         assignment: "relaxed" (default) or "binary" y; see `qp_model`.
         triangles: add the triangle inequalities of `qp_model`.
         candidates: per free class, only its this many best features get
-            assignment variables (a bound-preserving relaxation, `qp_model`);
-            None: all features.
-        restarts: random restarts of the local search (`qp_greedy`).
+            assignment variables (a bound-preserving relaxation, `qp_model`;
+            exact whenever N_f <= candidates); None: all features.
+        kicks: iterated-local-search perturbations of the heuristic (`qp_greedy`).
         verbose: print the solver log.
         solver_options: extra HiGHS options / SCIP parameters, overriding ours.
     """
@@ -210,15 +216,16 @@ def solve(
         raise ConfigError("QP solver 'scip' needs PySCIPOpt, which is not installed; pip install xbench[scip]")
     t0 = time.perf_counter()
     deadline = t0 + time_limit
-    g = solve_greedy(problem, time_limit=0.25 * time_limit, restarts=restarts, seed=seed)
+    g = solve_greedy(problem, time_limit=0.25 * time_limit, kicks=kicks, seed=seed)
     if name == "greedy":
-        return _greedy_solution(g, t0, time_limit, "solver='greedy' was asked for", name, assignment)
+        return _greedy_solution(problem, g, t0, time_limit, "solver='greedy' was asked for", name, assignment)
     if not _solver_installed(name):
-        return _greedy_solution(g, t0, time_limit, f"{name} is not installed", name, assignment)
+        return _greedy_solution(problem, g, t0, time_limit, f"{name} is not installed", name, assignment)
 
     model = QPModel(problem, assignment=assignment, triangles=triangles, candidates=candidates)
     best = (g.selected, g.assignment, g.objective, "warm_start")
     last: _Round | None = None
+    bound: float | None = None
     rounds, start_always = 0, True
     try:
         while rounds <= max_cut_rounds:
@@ -230,6 +237,8 @@ def solve(
             last = _solve_built(model, prob, name, remaining, mip_rel_gap, seed, verbose, solver_options or {}, start)
             rounds += 1
             start_always &= last.start_passed
+            if last.bound is not None:  # every round's bound is valid: keep the best
+                bound = last.bound if bound is None else min(bound, last.bound)
             if last.selected is None or last.Y is None:
                 break
             groups = duplicate_groups(last.Y)
@@ -248,16 +257,15 @@ def solve(
             val = objective(problem, last.selected, Yr)
             if val > best[2] + 1e-9:
                 best = (last.selected, Yr, val, "repair")
-    except (cp.error.SolverError, ValueError) as err:
+    except cp.error.SolverError as err:
         if last is None or last.selected is None:
             reason = f"{name} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-            return _greedy_solution(g, t0, time_limit, reason, name, assignment, model.n_cuts, rounds)
+            return _greedy_solution(problem, g, t0, time_limit, reason, name, assignment, model.n_cuts, rounds)
     if last is None or (rounds == 1 and last.selected is None):
         status = last.status if last is not None else "not run"
-        return _greedy_solution(g, t0, time_limit, f"{name} returned no incumbent (status {status})", name,
+        return _greedy_solution(problem, g, t0, time_limit, f"{name} returned no incumbent (status {status})", name,
                                 assignment, model.n_cuts, rounds)
     sel, Y, obj, source = best
-    bound = last.bound
     if bound is not None and bound < obj:
         bound = obj
     gap = None if bound is None else (bound - obj) / max(abs(obj), 1e-12)
@@ -267,5 +275,5 @@ def solve(
         solver=name, status=last.status, wall_time=time.perf_counter() - t0, cuts=model.n_cuts, rounds=rounds,
         fallback_used=False, fallback_reason=None, source=source, greedy_objective=g.objective,
         solver_objective=last.solver_objective, mip_start=bool(warm_start and start_always), time_limit=time_limit,
-        assignment_mode=assignment,
+        assignment_mode=assignment, problem=problem.summary(),
     )
