@@ -12,7 +12,9 @@ every pixel a copy of one token cell, that sum equals
 and the sum of the whole upsampled map is sum_k A[k] * pixels[k]. `W` and
 `pixels` depend only on the image, so they are computed once per job (and
 process-wide per dataset and grid), after which any number of maps costs one
-small matrix product. The pixel -> cell assignment is taken from
+small matrix product. The dilation runs as two 1-D maximum filters (scipy, on
+uint8 masks), identical to `max_pool2d(5, stride=1, padding=2)` on binary masks
+and several times faster on CPU. The pixel -> cell assignment is taken from
 `torch.nn.functional.interpolate(mode="nearest")` itself, so it is exactly the
 upsampling the definition names, for any resolution (also when it is not a
 multiple of the grid).
@@ -32,12 +34,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from xbench.data.base import Dataset
 from xbench.progress import progress
 
 _DILATION = 5          # 5x5 max-pool, stride 1
-_BATCH_ELEMENTS = 1 << 24   # one-hot masks per batch: about 64 MB of float32
+_BATCH_ELEMENTS = 1 << 24   # one-hot masks per batch: 16 MB of uint8 (64 MB as float32 for the count)
 
 
 @dataclass
@@ -67,21 +70,33 @@ def cell_index(height: int, width: int, grid: tuple[int, int]) -> torch.Tensor:
     return up.view(-1).round().long()
 
 
-def dilate(masks: torch.Tensor, size: int = _DILATION) -> torch.Tensor:
-    """5x5 max-pool with stride 1 and 'same' padding of float masks [B, U, H, W] (separable: rows, then columns)."""
-    r = size // 2
-    x = F.max_pool2d(masks, kernel_size=(1, size), stride=1, padding=(0, r))
-    return F.max_pool2d(x, kernel_size=(size, 1), stride=1, padding=(r, 0))
+def axis_cells(height: int, width: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 one-hot [H, h] and [W, w]: the grid row / column each pixel row / column copies.
+
+    Nearest upsampling is separable, so the 2-D assignment of `cell_index` is
+    row(y) * w + col(x); cell counts are then two small matrix products.
+    """
+    idx = cell_index(height, width, grid).view(int(height), int(width))
+    rows, cols = idx[:, 0] // grid[1], idx[0, :] % grid[1]
+    return F.one_hot(rows, grid[0]).float(), F.one_hot(cols, grid[1]).float()
 
 
-def cells_of_maps(part_maps: torch.Tensor, unit_ids: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+def dilate(masks: np.ndarray, size: int = _DILATION) -> np.ndarray:
+    """Max-pool of size x size, stride 1, zero ('same') padding over the last two axes of uint8 / bool masks."""
+    x = np.ascontiguousarray(masks).view(np.uint8) if masks.dtype == bool else masks
+    x = ndimage.maximum_filter1d(x, size, axis=-1, mode="constant", cval=0)
+    return ndimage.maximum_filter1d(x, size, axis=-2, mode="constant", cval=0)
+
+
+def cells_of_maps(part_maps: np.ndarray, unit_ids: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
     """float32 [B, U, h*w]: pixels of each unit's dilated mask per token cell, for part maps [B, H, W]."""
+    part_maps = np.asarray(part_maps)
     b, height, width = part_maps.shape
-    onehot = (part_maps[:, None, :, :] == unit_ids.view(1, -1, 1, 1)).float()
-    dil = dilate(onehot).reshape(b, len(unit_ids), height * width)
-    idx = cell_index(height, width, grid)
-    out = torch.zeros(b, len(unit_ids), grid[0] * grid[1])
-    return out.index_add_(2, idx, dil)
+    ids = np.asarray(unit_ids).reshape(1, -1, 1, 1)
+    dil = dilate((part_maps[:, None, :, :] == ids).view(np.uint8))
+    rows, cols = axis_cells(height, width, grid)
+    counts = rows.T @ torch.from_numpy(dil).float() @ cols          # [B, U, h, w]; exact integers
+    return counts.reshape(b, ids.shape[1], grid[0] * grid[1])
 
 
 def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_progress: bool = False) -> UnitCells:
@@ -92,7 +107,7 @@ def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_p
     n_obj = np.asarray([sp.num_objects(i) for i in range(n)], dtype=np.int64)
     max_obj = int(n_obj.max()) if n else 0
     units = num_parts + max_obj
-    unit_ids = torch.arange(1, units + 1)
+    unit_ids = np.arange(1, units + 1)
     k = grid[0] * grid[1]
     weights = torch.zeros(n, units, k, dtype=torch.float64)
     pixels = torch.zeros(n, k, dtype=torch.float64)
@@ -104,7 +119,7 @@ def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_p
         if not pending:
             return
         idx = torch.as_tensor([i for i, _ in pending])
-        maps = torch.from_numpy(np.stack([m for _, m in pending]).astype(np.int64))
+        maps = np.stack([m for _, m in pending])
         weights[idx] = cells_of_maps(maps, unit_ids, grid).double()
         height, width = maps.shape[1:]
         pixels[idx] = torch.bincount(cell_index(height, width, grid), minlength=k).double()
@@ -151,4 +166,4 @@ def clear_shared() -> None:
         _SHARED.clear()
 
 
-__all__ = ["UnitCells", "cell_index", "dilate", "cells_of_maps", "build_unit_cells", "unit_cells", "clear_shared"]
+__all__ = ["UnitCells", "cell_index", "axis_cells", "dilate", "cells_of_maps", "build_unit_cells", "unit_cells", "clear_shared"]

@@ -40,7 +40,7 @@ def test_cell_counts_equal_explicit_upsample_and_dilation(res):
     pm = torch.randint(0, 4, (2, res, res), generator=g)
     pm[:, : res // 3] = 0                                          # some background
     maps = torch.randn(2, 16, 16, generator=g)
-    w = cells_of_maps(pm, torch.tensor([1, 2, 3, 9]), (16, 16)).double()
+    w = cells_of_maps(pm.numpy(), np.array([1, 2, 3, 9]), (16, 16)).double()
     pixels = torch.bincount(cell_index(res, res, (16, 16)), minlength=256).double().expand(2, -1)
     imp, total = unit_importance(maps, w, pixels)
     up = F.interpolate(maps[:, None].double(), size=(res, res), mode="nearest")[:, 0].numpy()
@@ -53,12 +53,16 @@ def test_cell_counts_equal_explicit_upsample_and_dilation(res):
 
 
 def test_dilation_is_a_5x5_square():
-    m = torch.zeros(1, 1, 9, 9)
-    m[0, 0, 4, 4] = 1
+    m = np.zeros((1, 1, 9, 9), dtype=bool)
+    m[0, 0, 4, 4] = True
     d = dilate(m)[0, 0]
     assert d.sum() == 25 and d[2:7, 2:7].all()
-    m[0, 0, 4, 4], m[0, 0, 0, 0] = 0, 1                            # at the border: clipped, no wrap
+    m[0, 0, 4, 4], m[0, 0, 0, 0] = False, True                     # at the border: clipped, no wrap
     assert dilate(m)[0, 0].sum() == 9
+    rng = np.random.default_rng(0)
+    r = rng.random((2, 3, 20, 17)) < 0.05                           # against max_pool2d(5, stride 1, padding 2)
+    ref = F.max_pool2d(torch.from_numpy(r).float(), 5, stride=1, padding=2).numpy()
+    np.testing.assert_array_equal(dilate(r), ref)
 
 
 def test_important_units_strict_and_signed():
