@@ -75,7 +75,7 @@ def pc(ctx: EvalContext) -> MetricValue:
                  description="deletion check: prediction changes when the important parts are removed")
 def dc(ctx: EvalContext) -> MetricValue:
     """Deletion check (FunnyBirds completeness, at the chosen threshold)."""
-    return _metric("dc", lambda r: {**_threshold_extras(r), **_counts(r, "pc_images")})(ctx)
+    return _metric("dc", lambda r: {**_threshold_extras(r), **_counts(r, "dc_images")})(ctx)
 
 
 @register_metric("distractibility", direction="higher", category="completeness", **_EXPLAINED,

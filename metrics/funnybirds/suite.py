@@ -161,7 +161,7 @@ def compute_suite(ctx: EvalContext) -> SuiteResult:
     sd, n_sd, sd_skipped = single_deletion(imp[:, 0, :p], drops)
     tsv, n_ts = target_sensitivity(imp[:, 2], imp[:, 3], choice, p)
     n = len(y)
-    counts = {"images": n, "correct": int((pred == y).sum()), "csdc_images": n_csdc, "pc_images": n,
+    counts = {"images": n, "correct": int((pred == y).sum()), "csdc_images": n_csdc, "pc_images": n, "dc_images": n,
               "d_images": n_d, "d_skipped": n - n_d, "sd_images": n_sd, "sd_skipped": sd_skipped,
               "ts_images": n_ts, "ts_skipped": n - n_ts, "ts_no_pair": int(choice.no_pair.sum()),
               "ts_failed_condition": int(choice.failed.sum()), "ts_pairs": opts.pairs}
