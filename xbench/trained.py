@@ -112,6 +112,9 @@ def _head_of(rec: dict, root: Path, where: Path) -> Path:
         raise ResultsError(f"job {rec.get('job_id')} in {where} did not complete ({rec.get('error', 'no head')}); "
                            f"re-run it")
     head = root / rec.get("head", f"heads/{rec['job_id']}")
+    if "head" not in rec and rec.get("profile") == "api" and not (head / "head.json").is_file():
+        raise ResultsError(f"job {rec['job_id']} was scored with xbench.evaluate and has no saved head; load the "
+                           f"trained job instead (external models are loaded by their own code)")
     if not (head / "head.json").is_file():
         raise ResultsError(f"the head of job {rec['job_id']} is missing ({head}); re-run the job with --force")
     return head

@@ -8,7 +8,7 @@ from api_fixtures import synthbirds
 from torch import nn
 
 import xbench
-from xbench.errors import ConfigError
+from xbench.errors import ConfigError, ResultsError
 from xbench.explanation import Explanation
 from xbench.external import to_grid
 from xbench.leaderboard.tables import build_tables
@@ -101,6 +101,8 @@ def test_hand_written_model_is_scored_like_a_method(tmp_path):
     stored = list(ResultsStore(tmp_path / "res").records())
     assert [r["job_id"] for r in stored] == [rec["job_id"]]
     assert "cell-centre" in repr(build_tables(stored))
+    with pytest.raises(ResultsError, match="scored with xbench.evaluate and has no saved head"):
+        xbench.load(tmp_path / "res" / "cell-centre")
 
 
 def test_same_record_shape_as_the_runner():

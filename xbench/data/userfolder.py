@@ -162,7 +162,8 @@ class UserFolderSplit(FileSplit):
 
 @register_dataset(
     "folder",
-    annotations=set(),
+    annotations=set(),             # per folder: the instance's spec says what it has
+    folder="PATH",                 # shown by `xbench ls`; the instance's spec holds the real path
     licence="yours",
     description="your own images: --datasets folder:PATH (train/<class>/, test/<class>/ or index.csv; "
                 "optional masks/ and parts.json)",
