@@ -35,8 +35,8 @@ def _fb(scale: float, **extra) -> dict:
 def _hostile_records():
     hw = {"cpu": "<svg onload=alert(4)>", "cpu_count": 2, "device": "cpu", "platform": "Linux&Co"}
     return [
-        record(EVIL, 0, _fb(1.0, **{"sid@5": ok(0.3)}), params={"note": EVIL_CFG}, hardware=hw),
-        record(EVIL, 1, _fb(0.9, **{"sid@5": ok(0.4)}), params={"note": EVIL_CFG}, hardware=hw),
+        record(EVIL, 0, _fb(1.0, **{"sid@5": ok(0.3)}), params={"note": EVIL_CFG, "lr": float("nan")}, hardware=hw),
+        record(EVIL, 1, _fb(0.9, **{"sid@5": ok(0.4)}), params={"note": EVIL_CFG, "lr": float("nan")}, hardware=hw),
         record("gradcam", 0, _fb(0.8, **{"sid@5": na("<b>no concepts</b> & more")})),
         record("gradcam", 1, _fb(0.7, **{"sid@5": na("<b>no concepts</b> & more")})),
         record(FORMULA, 0, {"accuracy": ok(0.1), "sid@5": err("<i>bad</i>")}),
@@ -75,6 +75,7 @@ def test_latex_escapes_specials(built):
     assert EVIL not in tex and "50% " not in tex and "$x$" not in tex
     assert r"\textbackslash{}textbf\{x\}" in tex   # the error's LaTeX is text, not a command
     assert esc_tex("a_b&c") == r"a\_b\&c"
+    assert esc_tex("é\U0001F600中") == "é??"   # pdflatex cannot typeset emoji or CJK: the document still compiles
 
 
 def test_markdown_escapes_and_keeps_table_shape(built):
@@ -113,6 +114,8 @@ def test_json_round_trips(built):
     assert EVIL in t["methods"] and t["untrained_weights"] is True
     assert data["warnings"] and "WEIGHT-FREE" in data["warnings"][0]
     assert t["failed"][0]["error"] == EVIL_ERR
+    params = [p for tp in data["provenance"]["tables"] for ps in tp["params"].values() for p in ps]
+    assert {"note": EVIL_CFG, "lr": "nan"} in params   # a NaN in a config stays standard JSON
 
 
 def test_provenance_and_banner_in_every_format(built):

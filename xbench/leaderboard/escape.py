@@ -24,9 +24,11 @@ def esc_md(text: object) -> str:
 
 
 def esc_tex(text: object) -> str:
-    r"""LaTeX text mode: ``\ & % $ # _ { } ~ ^`` (and ``< > |``, which T1 needs as commands); newlines -> space."""
+    r"""LaTeX text mode: ``\ & % $ # _ { } ~ ^`` (and ``< > |``, which T1 needs as commands); newlines -> space;
+    characters beyond Latin Extended-A (which pdflatex with T1 + utf8 cannot typeset: emoji, CJK, control
+    characters) become ``?`` so that the document always compiles."""
     s = str(text).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-    return "".join(_TEX.get(ch, ch) for ch in s)
+    return "".join(_TEX.get(ch, ch) if (" " <= ch <= "~" or "\u00a0" <= ch <= "\u017f") else "?" for ch in s)
 
 
 def esc_html(text: object) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from typing import Any
 
 from .escape import csv_text
@@ -41,8 +42,20 @@ def table_json(t: Table) -> dict[str, Any]:
     }
 
 
+def finite(obj: Any) -> Any:
+    """`obj` with every NaN / infinity (possible in a hand-edited record's config) as the strings 'nan', 'inf',
+    '-inf', so that the JSON is standard JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if obj != obj else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def leaderboard_json(lb: Leaderboard) -> dict[str, Any]:
-    return {
+    return finite({
         "schema": 1,
         "banner": lb.banner,
         "warnings": lb.warnings,
@@ -54,7 +67,7 @@ def leaderboard_json(lb: Leaderboard) -> dict[str, Any]:
         "bibtex": lb.citations.bibtex,
         "assets": {k: [a.__dict__ for a in v] for k, v in sorted(lb.assets.items())},
         "notes": lb.notes,
-    }
+    })
 
 
 def leaderboard_csv(lb: Leaderboard) -> str:
