@@ -7,6 +7,7 @@ import math
 import pytest
 from lb_records import err, na, ok, record
 
+from xbench.errors import ResultsError
 from xbench.leaderboard.tables import Cell, build_tables, format_value, slug
 
 
@@ -121,3 +122,11 @@ def test_slug_is_file_name_safe():
     assert slug("../../etc/passwd") == "etc_passwd"
     assert slug("<script>") == "script"
     assert slug("") == "x"
+
+
+def test_a_record_with_a_bad_seed_is_refused_in_one_line():
+    bad = record("a", 0, {"accuracy": ok(0.5)})
+    bad["seed"] = "zero"
+    with pytest.raises(ResultsError) as e:
+        build_tables([bad])
+    assert "seed 'zero' is not an integer" in str(e.value) and "\n" not in str(e.value)

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .tables import Table
+from .tables import Table, seed_of
 
 VERSION_KEYS = ("xbench", "torch", "timm", "python")
 
@@ -104,7 +104,7 @@ def weights_argument(weights: str, kind: str) -> str:
 def run_command(t: Table) -> str:
     """The `xbench run` command that recreates a table's jobs (parameters beyond the profile are in `params`)."""
     methods = sorted({t.method_of(r) for r in t.methods})
-    seeds = sorted({int(s) for r in t.records for s in [r.get("seed")] if isinstance(s, int)})
+    seeds = sorted({seed_of(r) for r in t.records})
     parts = ["xbench run", f"--methods {','.join(methods)}", f"--datasets {t.dataset}", f"--backbone {t.backbone}"]
     w = weights_argument(t.weights, t.weights_kind)
     if w:

@@ -38,6 +38,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from ..errors import ResultsError
 from ..registry import METRICS
 from .published import PublishedValue, match
 
@@ -112,7 +113,7 @@ class Table:
         """The records of a row, lowest seed first (complete ones only by default)."""
         recs = [r for r in self.records if self.job_rows.get(str(r["job_id"])) == row
                 and (not complete or r["status"] == "complete")]
-        return sorted(recs, key=lambda r: (int(r["seed"]), str(r["job_id"])))
+        return sorted(recs, key=lambda r: (seed_of(r), str(r["job_id"])))
 
     def categories(self) -> list[tuple[str, list[str]]]:
         """The metric columns grouped by category, in column order."""
@@ -148,6 +149,15 @@ def order_metrics(names: Iterable[str]) -> list[str]:
         return (CATEGORY_ORDER.index(cat) if cat in CATEGORY_ORDER else len(CATEGORY_ORDER), n)
 
     return sorted(set(names), key=key)
+
+
+def seed_of(r: dict) -> int:
+    """A record's seed as an int; a record whose seed is not an integer is refused in one line."""
+    seed = r.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, (int, str)) or not str(seed).lstrip("-").isdigit():
+        raise ResultsError(f"results record {r.get('job_id')}: seed {seed!r} is not an integer; delete the record "
+                           "and re-run the job")
+    return int(seed)
 
 
 def _short_hash(obj: object) -> str:
@@ -232,7 +242,7 @@ def build_tables(records: Iterable[dict], published: Sequence[PublishedValue] = 
         seeds: dict[str, list[int]] = {}
         for row in rows:
             rrecs = [r for r in ok if row_of(r) == row]
-            seeds[row] = sorted({int(r["seed"]) for r in rrecs})
+            seeds[row] = sorted({seed_of(r) for r in rrecs})
             for met in metrics:
                 if rrecs:
                     c = _cell([r["metrics"].get(met) for r in rrecs if met in r["metrics"]])
