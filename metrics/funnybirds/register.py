@@ -94,8 +94,9 @@ def completeness(ctx: EvalContext) -> MetricValue:
                                               "curves": r.curves()})(ctx)
 
 
-@register_metric("single_deletion", direction="higher", category="correctness", **_EXPLAINED,
-                 description="single deletion: 0.5 Spearman(part importance, logit drop) + 0.5")
+@register_metric("single_deletion", direction="higher", category="correctness", **_EXPLAINED, in_quickstart=False,
+                 description="(same number as `correctness`, which the default run reports) "
+                             "single deletion: 0.5 Spearman(part importance, logit drop) + 0.5")
 def single_deletion(ctx: EvalContext) -> MetricValue:
     """Single deletion SD (FunnyBirds correctness)."""
     return _metric("single_deletion", lambda r: _counts(r, "sd_images", "sd_skipped"))(ctx)
@@ -112,7 +113,9 @@ _TS_COUNTS = ("ts_images", "ts_skipped", "ts_no_pair", "ts_failed_condition", "t
 
 
 @register_metric("target_sensitivity", direction="higher", category="contrastivity", **_EXPLAINED,
-                 description="target sensitivity: the parts two similar classes share get more importance for them")
+                 in_quickstart=False,
+                 description="(same number as `contrastivity`, which the default run reports) "
+                             "target sensitivity: the parts two similar classes share get more importance for them")
 def target_sensitivity(ctx: EvalContext) -> MetricValue:
     """Target sensitivity TS (FunnyBirds contrastivity)."""
     return _metric("target_sensitivity", lambda r: _counts(r, *_TS_COUNTS))(ctx)
@@ -123,6 +126,16 @@ def target_sensitivity(ctx: EvalContext) -> MetricValue:
 def contrastivity(ctx: EvalContext) -> MetricValue:
     """FunnyBirds contrastivity (= target sensitivity)."""
     return _metric("target_sensitivity", lambda r: _counts(r, *_TS_COUNTS))(ctx)
+
+
+@register_metric("fb_threshold", direction="none", category="completeness", **_EXPLAINED,
+                 description="the importance threshold t chosen for this method (maximises (CSDC+PC+DC)/3 + D)")
+def fb_threshold(ctx: EvalContext) -> MetricValue:
+    """The FunnyBirds threshold choice: t in linspace(0.01, 0.5, 80) maximising (CSDC + PC + DC)/3 + D."""
+    r = funnybirds_suite(ctx)
+    if math.isnan(r.completeness):
+        return MetricValue(None, {"reason": "completeness is undefined on this data"})
+    return MetricValue(r.threshold, {"threshold_index": r.index})
 
 
 @register_metric("mean_explainability", direction="higher", category="explainability", **_EXPLAINED,
@@ -145,5 +158,5 @@ def background_independence(ctx: EvalContext) -> MetricValue:
     return MetricValue(r.value, extras)
 
 
-__all__ = ["csdc", "pc", "dc", "distractibility", "completeness", "single_deletion", "correctness",
+__all__ = ["csdc", "pc", "dc", "distractibility", "completeness", "fb_threshold", "single_deletion", "correctness",
            "target_sensitivity", "contrastivity", "mean_explainability", "background_independence"]
