@@ -94,6 +94,11 @@ def evaluate(model: Any, dataset: Any, metrics: Sequence[str] | str | None = Non
             dataclasses.asdict(model.head.params) if dataclasses.is_dataclass(model.head.params) else {}))
         needs_images = bool(spec.needs_backbone_graph)
     else:
+        from xbench.methods.base import Method
+
+        if isinstance(model, Method):
+            raise ConfigError(f"model is a bare {model.spec.name} head without its backbone: score what "
+                              f"xbench.load(RUN) returns (the head on the backbone it was trained on)")
         dev = resolve_device(str(device or "cpu"))
         ext = ExternalModel(model, name).to(dev)
         scored, spec = ext, ext.spec

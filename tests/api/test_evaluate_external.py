@@ -128,6 +128,11 @@ def test_protocol_errors_are_one_line():
     wrong.num_classes = 3
     with pytest.raises(ConfigError, match="has 3 classes but dataset synthbirds has 5"):
         xbench.evaluate(wrong, ds, metrics=["accuracy"])
+    from xbench.methods.base import HeadInfo
+    from xbench.methods.linear_probe import LinearProbePatch
+
+    with pytest.raises(ConfigError, match="bare linear-probe-patch head without its backbone"):
+        xbench.evaluate(LinearProbePatch(HeadInfo(num_classes=5, grid=16, dim=8)), ds, metrics=["accuracy"])
     with pytest.raises(ConfigError, match="unknown metric"):
         xbench.evaluate(CellModel(5, (0, 0)), ds, metrics=["acuracy"])
 

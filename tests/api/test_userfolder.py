@@ -125,7 +125,7 @@ def _break(root: Path) -> dict[str, str]:
         "unreadable": "test/c00/0000.png: cannot read image",
         "missing mask": "mask of test image test/c01/0003.png is missing",
         "size": "mask is 10x12 but its image 0004.png is 96x96",
-        "label": "label 'zz' of test image test/zz/x.png is not a training class",
+        "label": "test/zz: class 'zz' (1 test image) is not a training class",
         "keypoint": "images['test/c03/0006.png'].keypoints['beak']: [1, 'a'] is not [x, y]",
         "unknown image": "images['test/nope.png']: no such image in the dataset",
     }
@@ -154,9 +154,11 @@ def test_malformed_index_csv_lines(tmp_path, capsys):
              "images/nope.png,c00,test",             # missing file
              "images/test-0001.png,c00",             # field count
              "images/test-0002.png,c00,val",         # split
-             "../outside.png,c00,test"]              # escapes the folder
+             "../outside.png,c00,test",              # escapes the folder
+             "images/extra.png,qq,test"]             # label that is no training class
+    Image.new("RGB", (8, 8)).save(root / "images/extra.png")
     (root / "index.csv").write_text("\n".join(text) + "\n")
-    n = len(text)
+    n = len(text) - 1
     assert main(["data", "check", f"folder:{root}", "--quick", "--quiet"]) == 1
     lines = capsys.readouterr().out.strip().splitlines()
     csv = root / "index.csv"
@@ -166,6 +168,7 @@ def test_malformed_index_csv_lines(tmp_path, capsys):
         f"{csv}:{n - 2}: expected 3 fields, found 2",
         f"{csv}:{n - 1}: split 'val' is not train or test",
         f"{csv}:{n}: path '../outside.png' must be relative to {root} and stay inside it",
+        f"{csv}:{n + 1}: label 'qq' of test image images/extra.png is not a training class",
     ]
 
 

@@ -67,7 +67,7 @@ def predict_rows(model, root: str, files: list[str], top: int, batch_size: int) 
         chunk = files[s:s + batch_size]
         paths = [Path(root) / f for f in chunk]
         if concepts:
-            with torch.no_grad():
+            with torch.set_grad_enabled(bool(model.spec.needs_backbone_graph)):
                 exp = model.head.explain(model.batch(paths))
             logits = exp.logits.float()
         else:

@@ -62,11 +62,9 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -76,6 +74,7 @@ from ..errors import DataError
 from ..registry import register_dataset
 from .folder import FileSplit, FolderDataset, Verifier, files_under, image_verifier
 from .imageio import image_size, read_gray
+from .userparts import Parts, parse_parts
 
 PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -100,15 +99,6 @@ def is_image(rel: str) -> bool:
 def _stem(rel: str) -> str:
     p = PurePosixPath(rel)
     return str(p.with_suffix("")) if p.suffix else str(p)
-
-
-@dataclass
-class Parts:
-    """What parts.json holds: keypoint names, keypoints [K, 3] and boxes [n, 4] per image path."""
-
-    names: list[str] = field(default_factory=list)
-    keypoints: dict[str, np.ndarray] = field(default_factory=dict)
-    boxes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -213,20 +203,26 @@ class UserFolder(FolderDataset):
     def _parse(self) -> FolderIndex:
         problems: list[str] = []
         listed = self._classes_txt(problems)
-        if (self.base / "index.csv").is_file():
+        csv_layout = (self.base / "index.csv").is_file()
+        if csv_layout:
             raw = self._read_csv(problems)
         else:
             raw = self._read_folders(problems)
         classes = listed if listed is not None else sorted({lab for _, lab, _ in raw["train"]})
         pos = {c: k for k, c in enumerate(classes)}
         items: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
+        what = "in classes.txt" if listed is not None else "a training class"
         for s in SPLITS:
+            unknown: dict[str, int] = {}  # class folder -> images (the folder layout: one line per folder)
             for rel, lab, where in raw[s]:
-                if lab not in pos:
-                    what = "in classes.txt" if listed is not None else "a training class"
+                if lab in pos:
+                    items[s].append((rel, pos[lab]))
+                elif csv_layout:
                     problems.append(f"{where}: label {lab!r} of {s} image {rel} is not {what}")
                 else:
-                    items[s].append((rel, pos[lab]))
+                    unknown[where] = unknown.get(where, 0) + 1
+            for where, n in unknown.items():
+                problems.append(f"{where}: class {Path(where).name!r} ({n} {s} image{'s' * (n != 1)}) is not {what}")
         trained = {lab for _, lab in items["train"]}
         for k, c in enumerate(classes):
             if k not in trained:
@@ -357,63 +353,8 @@ class UserFolder(FolderDataset):
         return out
 
     def _parts(self, items: dict[str, list[tuple[str, int]]], problems: list[str]) -> Parts | None:
-        p = self.base / "parts.json"
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            problems.append(f"{p}: not UTF-8 text; save it as UTF-8 JSON")
-            return None
-        except json.JSONDecodeError as err:
-            problems.append(f"{p}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})")
-            return None
-        if not isinstance(doc, dict):
-            problems.append(f"{p}: the top level must be an object with keypoint_names and images")
-            return None
-        for k in sorted(set(doc) - {"keypoint_names", "images"}):
-            problems.append(f"{p}: unknown key {k!r} (valid: keypoint_names, images)")
-        names = doc.get("keypoint_names")
-        if (not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names)
-                or len(set(names)) != len(names)):
-            problems.append(f"{p}: keypoint_names must be a non-empty list of distinct names")
-            return None
-        images = doc.get("images", {})
-        if not isinstance(images, dict):
-            problems.append(f"{p}: images must be an object mapping image paths to their keypoints")
-            return None
-        known = {rel for s in SPLITS for rel, _ in items[s]}
-        pos = {n: k for k, n in enumerate(names)}
-        out = Parts(names=list(names))
-        for rel, entry in images.items():
-            where = f"{p}: images[{rel!r}]"
-            if rel not in known:
-                problems.append(f"{where}: no such image in the dataset (use the path relative to {self.base})")
-                continue
-            if not isinstance(entry, dict):
-                problems.append(f"{where}: must be an object with keypoints and/or box")
-                continue
-            for k in sorted(set(entry) - {"keypoints", "box"}):
-                problems.append(f"{where}: unknown key {k!r} (valid: keypoints, box)")
-            kp = np.zeros((len(names), 3), dtype=np.float32)
-            kps = entry.get("keypoints", {})
-            if not isinstance(kps, dict):
-                problems.append(f"{where}.keypoints: must map keypoint names to [x, y] or [x, y, visible]")
-                kps = {}
-            for kname, v in kps.items():
-                if kname not in pos:
-                    problems.append(f"{where}.keypoints: unknown keypoint {kname!r} (keypoint_names: {', '.join(names)})")
-                elif not _numbers(v, (2, 3)) or (len(v) == 3 and v[2] not in (0, 1)):
-                    problems.append(f"{where}.keypoints[{kname!r}]: {v!r} is not [x, y] or [x, y, visible] "
-                                    f"with visible 0 or 1")
-                else:
-                    kp[pos[kname]] = (float(v[0]), float(v[1]), float(v[2]) if len(v) == 3 else 1.0)
-            out.keypoints[rel] = kp
-            if "box" in entry:
-                b = entry["box"]
-                if not _numbers(b, (4,)) or not (b[2] > b[0] and b[3] > b[1]):
-                    problems.append(f"{where}.box: {b!r} is not [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
-                else:
-                    out.boxes[rel] = np.asarray([b], dtype=np.float32)
-        return out
+        known = {rel for sp in SPLITS for rel, _ in items[sp]}
+        return parse_parts(self.base / "parts.json", known, self.base, problems)
 
     # identity ------------------------------------------------------------------------------
     def index_files(self) -> list[Path]:
@@ -496,11 +437,6 @@ def _mask_verifier(image: Path) -> Verifier:
         return None
 
     return verify
-
-
-def _numbers(v: Any, lengths: Iterable[int]) -> bool:
-    return (isinstance(v, list) and len(v) in tuple(lengths)
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
 
 
 def _size(p: Path) -> int:
