@@ -191,3 +191,26 @@ def test_missing_or_empty_folder_is_one_line(tmp_path):
     with pytest.raises(DataError, match="neither train/ and test/ class folders nor an index.csv"):
         UserFolder(path=tmp_path / "empty")
 
+
+
+def test_parts_json_problems_by_hand(tmp_path):
+    from xbench.data.userparts import parse_parts
+
+    p = tmp_path / "parts.json"
+    p.write_text('{"keypoint_names": ["a", "b"],\n "images": {"x.png": {"keypoints": {"a": [1, 2], "c": [0, 0], '
+                 '"b": [3, 4, 2]}, "box": [5, 5, 2, 9], "extra": 1}, "y.png": {"box": [0, 0, 4, 3]}}}')
+    problems: list[str] = []
+    parts = parse_parts(p, {"x.png", "y.png"}, tmp_path, problems)
+    where = f"{p}: images['x.png']"
+    assert problems == [
+        f"{where}: unknown key 'extra' (valid: keypoints, box)",
+        f"{where}.keypoints: unknown keypoint 'c' (keypoint_names: a, b)",
+        f"{where}.keypoints['b']: [3, 4, 2] is not [x, y] or [x, y, visible] with visible 0 or 1",
+        f"{where}.box: [5, 5, 2, 9] is not [x1, y1, x2, y2] with x2 > x1 and y2 > y1",
+    ]
+    assert parts.keypoints["x.png"].tolist() == [[1, 2, 1], [0, 0, 0]]   # listed: visible; unlisted: invisible
+    assert parts.boxes["y.png"].tolist() == [[0, 0, 4, 3]] and "x.png" not in parts.boxes
+    p.write_text('{"keypoint_names": ["a"],\n "images": {,}}')
+    problems = []
+    assert parse_parts(p, set(), tmp_path, problems) is None
+    assert problems == [f"{p}:2:13: not valid JSON (Expecting property name enclosed in double quotes)"]
