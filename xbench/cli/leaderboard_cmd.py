@@ -19,6 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the plots")
     p.add_argument("--gallery", type=int, default=3, metavar="N",
                    help="test images per method in the explanation gallery (0: none; default 3)")
+    p.add_argument("--cache", help="feature cache for the galleries' training patches (default: $XBENCH_CACHE or "
+                   "~/.cache/xbench/features)")
+    p.add_argument("--data-root", help="dataset root for the galleries (default: $XBENCH_DATA or ~/.cache/xbench/data)")
+    p.add_argument("--device", default="cpu", help="device for the galleries' explanations (default cpu)")
     p.add_argument("--published", help="CSV of published numbers to use instead of the packaged one "
                    "(columns as xbench/resources/published.csv)")
     p.set_defaults(func=run)
@@ -45,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.gallery > 0:
         from ..leaderboard.gallery import make_gallery
 
-        gallery = make_gallery(store, per_method=args.gallery)
+        gallery = make_gallery(store, per_method=args.gallery, device=args.device, cache=args.cache,
+                               data_root=args.data_root)
     written = write_leaderboard(store, Path(args.out), formats, plots=not args.no_plots, gallery=gallery,
                                 published_path=Path(args.published) if args.published else None)
     for p in written:
