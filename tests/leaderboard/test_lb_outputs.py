@@ -210,3 +210,17 @@ def test_heatmap_scores_by_hand():
     np.testing.assert_allclose(score[:, 0], [0.0, 0.5, 1.0])
     np.testing.assert_allclose(score[:2, 1], [1.0, 0.0])   # lower is better
     assert np.isnan(score[2, 1]) and notes[2][1] == "n/a" and notes[0][0] == "50.0"
+
+
+def test_spider_axes_read_sd_and_ts_under_either_name(tmp_path):
+    from xbench.leaderboard.plots import spider_axes, spider_plots
+
+    m = {k: ok(v) for k, v in FB.items() if k not in ("single_deletion", "target_sensitivity")}
+    (t,) = build_tables([record("a", 0, m), record("b", 0, {"accuracy": ok(0.5), "csdc": ok(0.5)})])
+    assert spider_axes(t) == [("accuracy", "Acc."), ("background_independence", "BI"), ("csdc", "CSDC"),
+                              ("pc", "PC"), ("dc", "DC"), ("distractibility", "D"), ("correctness", "SD"),
+                              ("contrastivity", "TS")]
+    assets = spider_plots(t, tmp_path)
+    assert [a.png is not None for a in assets] == [True, False]   # b has two scores only: skipped with a note
+    assert "fewer than three" in assets[1].note
+    assert (tmp_path / assets[0].png).exists() and (tmp_path / assets[0].pdf).exists()

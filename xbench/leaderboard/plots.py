@@ -8,8 +8,9 @@ Per dataset table:
   gives both numbers) are hollow and labelled, and never part of the front.
 - ``spider``: one FunnyBirds-style radar per method over FunnyBirds' eight
   scores: accuracy, background independence, CSDC, PC, DC, distractibility
-  (completeness family), single deletion (correctness) and target sensitivity
-  (contrastivity); the three aggregates are printed in the title. Axes are the
+  (completeness family), single deletion (= correctness) and target sensitivity
+  (= contrastivity), each read from whichever of its two names the records
+  have; the three aggregates are printed in the title. Axes are the
   scores that at least one method of the table has, the same for every method;
   a score a method lacks is a gap in its polygon and named in the title.
 - ``heatmap``: methods x metrics, coloured by the per-column score normalised
@@ -33,8 +34,11 @@ from ..atomic import atomic_save
 from .model import Asset
 from .tables import Table, format_number, slug
 
-FUNNYBIRDS_AXES = [("accuracy", "Acc."), ("background_independence", "BI"), ("csdc", "CSDC"), ("pc", "PC"),
-                   ("dc", "DC"), ("distractibility", "D"), ("single_deletion", "SD"), ("target_sensitivity", "TS")]
+# (label, metrics that give the score, first found wins): SD = correctness and TS = contrastivity are the same
+# numbers under two names (the default run reports the aggregates' names)
+FUNNYBIRDS_AXES = [("Acc.", ("accuracy",)), ("BI", ("background_independence",)), ("CSDC", ("csdc",)),
+                   ("PC", ("pc",)), ("DC", ("dc",)), ("D", ("distractibility",)),
+                   ("SD", ("single_deletion", "correctness")), ("TS", ("target_sensitivity", "contrastivity"))]
 FUNNYBIRDS_AGGREGATES = ["completeness", "correctness", "contrastivity", "mean_explainability"]
 
 
@@ -115,8 +119,18 @@ def pareto_plot(t: Table, out_dir: Path) -> Asset:
     return Asset("pareto", title, png, pdf)
 
 
+def spider_axes(t: Table) -> list[tuple[str, str]]:
+    """(metric, label) of the FunnyBirds axes some method of the table has, in FunnyBirds' order."""
+    axes = []
+    for label, names in FUNNYBIRDS_AXES:
+        m = next((n for n in names if any(_ok(t, r, n) for r in t.methods)), None)
+        if m is not None:
+            axes.append((m, label))
+    return axes
+
+
 def spider_plots(t: Table, out_dir: Path) -> list[Asset]:
-    axes = [(m, label) for m, label in FUNNYBIRDS_AXES if any(_ok(t, r, m) for r in t.methods)]
+    axes = spider_axes(t)
     if len(axes) < 3:
         return [Asset("spider", f"FunnyBirds spider: {t.title}",
                       note="fewer than three FunnyBirds scores on this table (FunnyBirds-style datasets only)")]
