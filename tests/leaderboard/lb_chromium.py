@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 APT_HINT = ("headless Chromium is required for this test: install it with "
-            "`apt-get install -y --no-install-recommends chromium` (Debian's package)")
+            "`apt-get install -y chromium` (Debian's package)")
 
 
 GUARD = """

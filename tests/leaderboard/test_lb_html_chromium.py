@@ -86,4 +86,4 @@ def test_missing_chromium_fails_with_the_apt_line(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))   # no chromium on this PATH
     with pytest.raises(AssertionError) as e:
         chromium_binary()
-    assert "apt-get install -y --no-install-recommends chromium" in str(e.value)
+    assert "apt-get install -y chromium" in str(e.value)
