@@ -87,6 +87,7 @@ class TrainBatch:
     tokens: Tokens
     labels: torch.Tensor       # [B] generating class
     targets: torch.Tensor      # [B, C] soft targets (uniform over every consistent class)
+    global_size: int = 0       # rows of the global batch this batch is a shard of (= B in one process)
 
 
 @dataclass
@@ -107,6 +108,36 @@ class FitContext:
             for e in range(n):
                 yield e
                 bar.update(1)
+
+    # DistributedDataParallel (methods declaring supports_ddp=True; see docs/cluster.md) -------------
+    def ddp(self, module: nn.Module) -> nn.Module:
+        """`module` wrapped in DistributedDataParallel when training on several ranks, else itself."""
+        if self.world_size <= 1:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    def all_reduce_sum(self, value: float) -> float:
+        """Sum of `value` over the ranks (for logs: every rank then reports the global number)."""
+        if self.world_size <= 1:
+            return float(value)
+        import torch.distributed as dist
+
+        t = torch.tensor([float(value)], dtype=torch.float64,
+                         device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return float(t.item())
+
+    def global_mean(self, losses: torch.Tensor, global_size: int) -> torch.Tensor:
+        """Loss whose DDP-averaged gradient is that of the mean of `losses` over the whole global batch.
+
+        `losses` are this rank's per-row losses, `global_size` the rows of the global batch over
+        every rank. DDP averages gradients over ranks, so the rank's sum is scaled by
+        world / global_size; shards of unequal (or zero) size are handled exactly.
+        """
+        return losses.sum() * (self.world_size / max(1, int(global_size)))
 
 
 class TrainData:
@@ -144,19 +175,28 @@ class TrainData:
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True,
                 drop_last: bool = False, shard: tuple[int, int] = (0, 1)) -> Iterator[TrainBatch]:
-        """Mini-batches; with `shard=(rank, world)` each rank sees a disjoint, equal-size slice."""
+        """Mini-batches of `batch_size` rows in an order drawn from `generator`.
+
+        With `shard=(rank, world)` (DistributedDataParallel) `batch_size` is the *global* batch: every
+        rank draws the same order (give each rank an identically seeded generator), cuts the same
+        global batches and keeps its part of each (`tensor_split`: contiguous, sizes differ by at
+        most one, possibly empty). The sequence of global batches is therefore the one-process
+        sequence, and every rank takes the same number of steps. `TrainBatch.global_size` is the
+        global batch's size; `FitContext.global_mean(per_row_losses, batch.global_size)` gives the
+        loss whose DDP-averaged gradient equals the one-process gradient.
+        """
         rows = torch.as_tensor(self.rows)
         order = rows[torch.randperm(len(rows), generator=generator)] if shuffle else rows
         rank, world = shard
-        if world > 1:
-            per = len(order) // world
-            order = order[rank * per:(rank + 1) * per]
         n = len(order)
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for s in range(0, stop, batch_size):
             idx = order[s:s + batch_size]
+            size = len(idx)
+            if world > 1:
+                idx = idx.tensor_split(world)[rank]
             yield TrainBatch(idx, self.tokens(idx), self.labels[idx].to(self.device),
-                             self.targets[idx].to(self.device))
+                             self.targets[idx].to(self.device), global_size=size)
 
     def all_batches(self, batch_size: int) -> Iterator[TrainBatch]:
         return self.batches(batch_size, shuffle=False)

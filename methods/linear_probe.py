@@ -11,6 +11,13 @@
 Both are trained on cached tokens with AdamW and a cosine schedule on
 standardised features; the standardisation (training mean / std) is folded
 into W and b after training, so the saved head is a plain linear map.
+
+Both support DistributedDataParallel (`xbench run --ddp N`): every rank pools
+all training rows (one cheap pass) and draws the same seeded order; each
+global batch of `batch_size` rows is split across the ranks, and the rank's
+summed loss is scaled so that DDP's gradient average equals the one-process
+mean-loss gradient. The result matches one process to floating-point
+rounding (summation order), not bit for bit.
 """
 from __future__ import annotations
 
@@ -57,26 +64,34 @@ def fit_linear(x: torch.Tensor, targets: torch.Tensor, params: LinearParams, ctx
     steps_per_epoch = max(1, (len(z) + params.batch_size - 1) // params.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=params.epochs * steps_per_epoch)
     z, targets = z.to(ctx.device), targets.to(ctx.device)
+    model = ctx.ddp(lin)
+    world, rank = ctx.world_size, ctx.rank
     curve = []
     for _ in ctx.epochs(params.epochs, desc):
         perm = torch.randperm(len(z), generator=g).to(ctx.device)
         total = 0.0
         for s in range(0, len(z), params.batch_size):
             i = perm[s:s + params.batch_size]
-            loss = soft_cross_entropy(lin(z[i]), targets[i])
+            if world == 1:
+                loss = soft_cross_entropy(model(z[i]), targets[i])
+                total += loss.item() * len(i)
+            else:  # this rank's part of the same global batch; gradients averaged by DDP
+                mine = i.tensor_split(world)[rank]
+                rows = -(targets[mine] * torch.log_softmax(model(z[mine]), dim=1)).sum(dim=1)
+                loss = ctx.global_mean(rows, len(i))
+                total += rows.sum().item()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.item() * len(i)
-        curve.append(total / len(z))
+        curve.append(ctx.all_reduce_sum(total) / len(z))
     with torch.no_grad():
         w = lin.weight / sd.to(ctx.device)
         b = lin.bias - w @ mu.to(ctx.device)
     return w.detach(), b.detach(), curve
 
 
-@register_method("linear-probe", provides={"logits"}, paper="dinov2",
+@register_method("linear-probe", provides={"logits"}, paper="dinov2", supports_ddp=True,
                  description="linear classifier on the CLS token (accuracy reference)")
 class LinearProbe(Method):
     """Linear classifier on the CLS token (accuracy reference)."""
@@ -100,6 +115,7 @@ class LinearProbe(Method):
 
 
 @register_method("linear-probe-patch", provides={"logits", "attribution", "concepts"}, paper="dinoqpm",
+                 supports_ddp=True,
                  description="linear classifier on the mean patch token; exactly decomposable (Dense F^froz)")
 class LinearProbePatch(Method):
     """Linear classifier on the mean patch token; exactly decomposable (Dense F^froz)."""

@@ -53,6 +53,7 @@ class RunConfig:
     batch_size: int = 64
     loader_workers: int = 1
     workers: int = 1
+    ddp: int = 1                              # heads of methods with supports_ddp train on this many processes
     executor: str = "local"
     force: bool = False
     quiet: bool = False
@@ -154,7 +155,7 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("--seeds is empty: give at least one seed, e.g. --seeds 0")
     if not cfg.datasets:
         raise ConfigError("--datasets is empty: give at least one dataset, e.g. --datasets synthbirds")
-    for k in ("batch_size", "workers"):
+    for k in ("batch_size", "workers", "ddp"):
         if int(getattr(cfg, k)) < 1:
             raise ConfigError(f"--{k.replace('_', '-')} {getattr(cfg, k)}: must be at least 1")
     if int(cfg.loader_workers) < 0:

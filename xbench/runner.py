@@ -200,8 +200,7 @@ class Runner:
         return [m for m in job.metrics if have.get(m, {}).get("status") not in ("ok", "n/a")]
 
     def run_one(self, job: Job, blocking: bool = False) -> str:
-        lock = FileLock(str(self.store.root / "locks" / f"{job.job_id}.lock"))
-        (self.store.root / "locks").mkdir(parents=True, exist_ok=True)
+        lock = job_lock(self.store, job.job_id)
         try:
             lock.acquire(timeout=-1 if blocking else 0)
         except Timeout:
@@ -256,9 +255,12 @@ class Runner:
                 data = TrainData(train_store, np.asarray(sp.labels), targets, ds.num_classes, self.device, views)
                 ctx = FitContext(device=self.device, seed=job.seed, show_progress=self.show_progress)
                 tf = time.perf_counter()
-                seed_everything(job.seed)
-                model.train()
-                log = model.fit(data, ctx) or {}
+                if self.cfg.ddp > 1 and entry.spec.supports_ddp:
+                    log = self._fit_ddp(model, job, ds, targets, views)
+                else:
+                    seed_everything(job.seed)
+                    model.train()
+                    log = model.fit(data, ctx) or {}
                 model.eval()
                 timings["fit_s"] = round(time.perf_counter() - tf, 3)
                 _check_finite(model, log)
@@ -287,6 +289,19 @@ class Runner:
             record["skipped_files"] = {k: v for k, v in ex.bad_items.items()}
         return record
 
+    def _fit_ddp(self, model, job: Job, ds: Dataset, targets, views: dict) -> dict:
+        """`--ddp N`: train the head with DistributedDataParallel on N processes (xbench.executors.ddp_fit)."""
+        from .executors.ddp_fit import DDPTrainSpec, fit_ddp
+
+        ex = self.extractor
+        spec = DDPTrainSpec(
+            cache_root=str(self.cache.root), chunk_size=self.cache.chunk_size,
+            train_key=ex.key(ds, "train", PlainView()), labels=np.asarray(ds.split("train").labels),
+            num_classes=ds.num_classes, targets=targets,
+            view_keys={name: ex.key(ds, "train", v) for name, v in model.extra_views().items()},
+            include=[str(Path(p).resolve()) for p in self.cfg.include])
+        return fit_ddp(model, spec, job.seed, self.device, int(self.cfg.ddp), show_progress=self.show_progress)
+
     def _metric(self, name: str, method_spec, ds: Dataset, ectx: EvalContext, mt: dict) -> dict:
         return score_metric(name, method_spec, ds, ectx, mt)
 
@@ -302,6 +317,12 @@ class Runner:
         timings["total_s"] = round(time.perf_counter() - t0, 3)
         record["timings"] = timings
         return record
+
+
+def job_lock(store: ResultsStore, job_id: str) -> FileLock:
+    """The per-job lock a process holds while it runs (or records the failure of) job `job_id`."""
+    (store.root / "locks").mkdir(parents=True, exist_ok=True)
+    return FileLock(str(store.root / "locks" / f"{job_id}.lock"))
 
 
 def base_record(job: Job, previous: dict | None, weights_kind: str, backbone: dict, device: torch.device) -> dict:

@@ -12,7 +12,7 @@ import sys
 
 from ..errors import UserError
 
-COMMANDS = ["run", "ls", "leaderboard", "cache", "data", "explain", "predict"]
+COMMANDS = ["run", "extract", "ls", "leaderboard", "cache", "data", "explain", "predict"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,8 +24,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="METHOD.PARAM=VALUE", help="override a method parameter (repeatable)")
     p.add_argument("--batch-size", type=int, help="backbone / evaluation batch size (default 64)")
     p.add_argument("--loader-workers", type=int, help="image-loading worker processes (default 1)")
-    p.add_argument("--workers", type=int, help="independent jobs run in parallel processes (default 1)")
-    p.add_argument("--executor", help="local (default) or slurm")
+    p.add_argument("--workers", type=int, help="independent jobs run in parallel processes (default 1; one per GPU)")
+    p.add_argument("--ddp", type=int, help="train heads of methods that support it with DistributedDataParallel "
+                   "on N processes (default 1)")
+    p.add_argument("--executor", help="local (default) or slurm (one array task per job; see docs/cluster.md)")
+    p.add_argument("--wait", action="store_true", help="with --executor slurm: follow the tasks, then print the "
+                   "leaderboard")
+    s = p.add_argument_group("slurm options (or a `slurm:` mapping in --config)")
+    s.add_argument("--slurm-partition", help="partition to submit to")
+    s.add_argument("--slurm-time", help="time limit per job: minutes or [D-]H:MM:SS (default 60)")
+    s.add_argument("--slurm-gpus", type=int, help="GPUs per task (default 0)")
+    s.add_argument("--slurm-cpus", type=int, help="CPUs per task (default 1)")
+    s.add_argument("--slurm-mem", help="memory per task, e.g. 32G")
+    s.add_argument("--slurm-array-parallelism", type=int, help="array tasks running at once (default 64)")
+    s.add_argument("--slurm-account", help="account to charge")
+    s.add_argument("--slurm-qos", help="quality of service")
+    s.add_argument("--slurm-constraint", help="node features, e.g. a100")
+    s.add_argument("--slurm-setup", action="append", metavar="LINE", help="shell line run before each task "
+                   "(repeatable), e.g. 'source /path/venv/bin/activate'")
+    s.add_argument("--slurm-logs", help="folder for submitit's scripts and logs (default RESULTS/slurm/logs)")
+    s.add_argument("--slurm-extract-tasks", type=int, help="tasks sharding each dataset's feature extraction "
+                   "(default 1)")
+    s.add_argument("--slurm-poll", type=float, help="--wait: seconds between status checks (default 30)")
     p.add_argument("--include", action="append", metavar="PATH.py", help="import a Python file that registers methods/metrics")
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable images (counted in the record)")
     p.add_argument("--force", action="store_true", default=None, help="recompute jobs that are already complete")
@@ -40,11 +60,14 @@ def config_from_args(args: argparse.Namespace):
     file_values = load_config_file(args.config) if args.config else {}
     cli = {k: getattr(args, k, None) for k in ("methods", "datasets", "metrics", "backbone", "weights", "seeds",
                                                   "device", "results", "cache", "data_root", "profile", "batch_size",
-                                                  "loader_workers", "workers", "executor", "include", "skip_bad",
-                                                  "force", "quiet")}
+                                                  "loader_workers", "workers", "ddp", "executor", "include",
+                                                  "skip_bad", "force", "quiet")}
     sets = parse_set(getattr(args, "set", None))
     if sets:
         cli["params"] = sets
+    slurm = {k[len("slurm_"):]: v for k, v in vars(args).items() if k.startswith("slurm_") and v is not None}
+    if slurm:
+        cli["slurm"] = slurm
     if cli.get("include") is not None:
         cli["include"] = list(file_values.get("include", [])) + list(cli["include"])
     return build_config(file_values, cli)
@@ -58,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
     if cfg.executor == "slurm":
         from ..executors.slurm import run_slurm
 
-        return run_slurm(cfg, args)
-    if cfg.workers > 1:
+        summary = run_slurm(cfg, args)
+        if summary is None:  # submitted, not followed (no --wait)
+            return 0
+    elif cfg.workers > 1:
         from ..executors.local_pool import run_pool
 
         summary = run_pool(cfg)
