@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import torch
+
 TINY_SB = {"num_classes": 4, "train_per_class": 5, "test_per_class": 2, "resolution": 64}
 FAST = {"linear-probe": {"epochs": 4, "batch_size": 8}, "linear-probe-patch": {"epochs": 4, "batch_size": 8}}
 
@@ -26,3 +29,12 @@ def tiny_values(tmp: Path, **kw) -> dict:
     }
     v.update(kw)
     return v
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread in the test process: on a shared 2-core machine, more threads only spin and wait."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -4,7 +4,8 @@ Order of work:
 1. the parent plans (same plan and job ids as the serial run), skips complete jobs, and extracts
    the features every pending job trains on (train/test plain views and the methods' extra
    views) once, before any worker starts; it then frees its backbone;
-2. N spawned workers (fresh interpreters: safe with CUDA) each build their own Runner and take
+2. N worker processes (forked from xbench's fork server, `distributed.mp_context`: fresh,
+   CUDA-free, with every registry imported) each build their own Runner and take
    jobs one at a time from the parent; a job runs exactly as in the serial run (`Runner.run_one`:
    per-job lock, atomic record), so records and heads are those of the serial run;
 3. jobs another process was running ("busy") are retried at the end, waiting for their lock,
@@ -21,7 +22,6 @@ running finish, no new job starts, and the error is raised here with its one lin
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from multiprocessing.connection import wait
 from typing import Any
@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..jobs import Job
 from ..progress import say
 from ..runner import Runner, RunSummary
-from .distributed import threads_per_process
+from .distributed import mp_context, threads_per_process
 from .tasks import config_from_dict, prepare_features, record_failure, resolved_config
 
 
@@ -86,7 +86,7 @@ class _Pool:
 
     def __init__(self, cfg: dict[str, Any], n: int, gpus: list[str | None], summary: RunSummary):
         self.cfg, self.n, self.gpus, self.summary = cfg, n, gpus, summary
-        self.ctx = mp.get_context("spawn")
+        self.ctx = mp_context()
         self.workers: dict[int, tuple[Any, Any]] = {}       # slot -> (process, connection)
         self.busy: dict[int, tuple[Job, bool]] = {}         # slot -> job in flight
         self.error: UserError | None = None
