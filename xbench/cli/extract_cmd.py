@@ -60,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     if env is not None:  # under torchrun: this process is one rank
         lines = extract_rank(env.rank, env.world, "env://", _cfg_dict(cfg), env.local_rank)
     elif args.world > 1:
-        from ..executors.distributed import spawn
+        from ..executors.distributed import check_devices, spawn
+        from ..runner import resolve_device
 
+        check_devices(resolve_device(cfg.device), args.world, "--world")
         spawn(_spawned_rank, (_cfg_dict(cfg),), args.world)
         lines = extract_rank(0, 1, "", _cfg_dict(cfg))  # every entry is complete now: this just opens them
     else:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..cache import CacheKey, FeatureCache
-from .distributed import backend_for, barrier, device_for_rank, process_group, spawn
+from .distributed import backend_for, barrier, check_devices, device_for_rank, process_group, spawn
 
 
 @dataclass
@@ -49,6 +49,7 @@ def fit_ddp(model: Any, spec: DDPTrainSpec, seed: int, device: torch.device, wor
     """Train `model` in place on `world` ranks; returns rank 0's fit log plus `world_size`."""
     from safetensors.torch import load_file
 
+    check_devices(device, world, "--ddp")
     out = Path(tempfile.mkdtemp(prefix="xbench-ddp-"))
     try:
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

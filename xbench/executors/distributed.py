@@ -125,6 +125,14 @@ def device_for_rank(device: torch.device | str, local_rank: int) -> torch.device
     return torch.device("cuda", idx)
 
 
+def check_devices(device: torch.device | str, world: int, what: str) -> None:
+    """One GPU per rank: refuse `world` CUDA ranks on fewer visible GPUs (nccl cannot share one)."""
+    device = torch.device(device)
+    if device.type == "cuda" and world > 1 and torch.cuda.device_count() < world:
+        raise errors.ConfigError(f"{what} {world} needs {world} visible GPUs, found {torch.cuda.device_count()}; "
+                                 f"lower it or use --device cpu")
+
+
 # spawning ------------------------------------------------------------------------------------------
 PRELOAD = ["__main__", "xbench.executors.preload"]
 
