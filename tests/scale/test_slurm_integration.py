@@ -4,7 +4,7 @@
 
 Tiny synthbirds, the random-weight test backbone, both linear probes and 2 seeds, plus a probe
 method that fails (seed 0) or hangs until the test cancels its Slurm task (seed 1). Checks: one
-extraction job then one array task per job; the failed job and the cancelled task are recorded
+extraction job (2 tasks forming a gloo group) then one array task per job; the failed job and the cancelled task are recorded
 as failed with their reasons while the others complete; the leaderboard built from the store
 equals the local executor's; a second submission leaves complete jobs out.
 """
@@ -71,6 +71,7 @@ slurm:
   cpus: 1
   array_parallelism: 2
   poll: 2
+  extract_tasks: 2
 """
 LINEAR = "linear-probe,linear-probe-patch"
 
@@ -125,7 +126,7 @@ def test_slurm_executor_end_to_end(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, err  # two jobs failed
-    assert "feature extraction of synthbirds submitted as Slurm job" in err
+    assert "feature extraction of synthbirds submitted as Slurm job" in err and "(2 tasks)" in err
     assert "6 job(s) submitted as Slurm array" in err
     assert "xbench slurm: 6 job(s): 4 complete, 2 failed" in err
     recs = {r["job_id"]: r for r in ResultsStore(slurm_results).records()}
