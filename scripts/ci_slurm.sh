@@ -41,8 +41,11 @@ fi
 for _ in $(seq 1 20); do munge -n </dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.5; done
 munge -n </dev/null | unmunge >/dev/null
 
-# slurm.conf for this host
+# slurm.conf for this host (which must resolve: slurmd and slurmctld find each other by name)
 host="$(hostname -s)"
+if ! getent hosts "$host" >/dev/null 2>&1; then
+  echo "127.0.0.1 $host" | $SUDO tee -a /etc/hosts >/dev/null
+fi
 node_line="$(slurmd -C | head -n 1)"           # NodeName=<host> CPUs=.. Boards=.. ... RealMemory=..
 $SUDO mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
 $SUDO tee /etc/slurm/slurm.conf >/dev/null <<EOF
