@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from . import testhooks
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write_with(path, lambda f: f.write(data))
@@ -30,6 +32,7 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[Any], Any]) -> 
             writer(f)
             f.flush()
             os.fsync(f.fileno())
+        testhooks.point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -55,6 +58,7 @@ def atomic_save(path: str | os.PathLike, save: Callable[[str], Any]) -> None:
     os.close(fd)
     try:
         save(tmp)
+        testhooks.point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from . import testhooks
 from .atomic import atomic_write_json, atomic_write_with
 from .errors import UserError
 from .tokens import Tokens
@@ -125,9 +126,9 @@ class TokenStore:
 class FeatureCache:
     """Folder of cache entries; see the module docstring for the layout."""
 
-    def __init__(self, root: str | Path, chunk_size: int = 256):
+    def __init__(self, root: str | Path, chunk_size: int | None = None):
         self.root = Path(root)
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = int(chunk_size) if chunk_size else testhooks.chunk_size()  # 256 unless a test sets it
         self._verified: set[str] = set()
 
     def entry_dir(self, key: CacheKey) -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 
+from . import testhooks
 from .backbones.base import Backbone
 from .cache import CacheKey, FeatureCache, PartialEntry, TokenStore
 from .data.base import Dataset
@@ -162,10 +163,12 @@ class Extractor:
                 try:
                     lo, toks = job
                     entry.write(lo, toks)
+                    testhooks.point(f"extract:batch:{label}:{lo}")
                     k = lo // entry.chunk_size
                     remaining[k] -= len(toks)
                     if remaining[k] == 0:
                         entry.finish_chunk(k)
+                        testhooks.point(f"extract:chunk:{label}:{k}")
                 except BaseException as err:  # surfaced in the main thread
                     error.append(err)
 

@@ -6,10 +6,18 @@ Three ways to add an entry, none of which edits this repository:
   module (the built-in ones live in `xbench.methods`, `xbench.metrics`,
   `xbench.data`, `xbench.backbones`);
 * an installed distribution that declares entry points in the groups
-  `xbench.methods`, `xbench.metrics`, `xbench.datasets`, `xbench.backbones`
-  (the entry point's object is imported when the registry is first used; its
-  import runs the decorators);
-* `--include path.py` on the command line, which imports that file.
+  `xbench.methods`, `xbench.metrics`, `xbench.datasets`, `xbench.backbones`;
+* `--include path.py` on the command line, which imports that file (only
+  when passed).
+
+Plugins are imported only when named: the registry reads the entry points'
+*names* from the installed distributions' metadata (no import) and imports a
+plugin module the first time its name is looked up (`get`), e.g. by
+`--methods NAME`, or when every entry is needed with its spec (`entries()`:
+`xbench ls`, and a run without `--methods` / `--metrics`, which runs all of
+them). `names()` and `name in registry` list declared plugins without
+importing them. A plugin's import runs its decorators; an entry point whose
+object is not decorated is registered under the entry point's name.
 
 Each entry carries a spec (a dataclass from `xbench.specs`) describing it.
 Lookups of unknown names raise a one-line `ConfigError` with the closest names.
@@ -53,11 +61,12 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    """Name -> (object, spec). Loads built-ins and entry points lazily, once."""
+    """Name -> (object, spec). Loads built-ins lazily, once; plugins (entry points) when named."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._plugins: dict[str, Any] = {}  # declared entry points not imported yet, by name
         self._loaded = False
         self._loading = False
         self._lock = threading.RLock()
@@ -88,28 +97,43 @@ class Registry(Generic[T]):
             try:
                 for mod in _BUILTIN_MODULES[self.kind]:
                     importlib.import_module(mod)
-                _load_entry_points(self.kind)
+                for ep in entry_points(group=_GROUPS[self.kind]):  # names only: nothing is imported here
+                    if (_GROUPS[self.kind], ep.name) not in _loaded_entry_points:
+                        self._plugins.setdefault(ep.name, ep)
             finally:
                 self._loading = False
             self._loaded = True
 
+    def _load_plugin(self, name: str) -> None:
+        with self._lock:
+            ep = self._plugins.pop(name, None)
+            if ep is not None:
+                _load_entry_point(self.kind, ep)
+
     def get(self, name: str) -> Entry[T]:
         self._ensure_loaded()
+        if name not in self._entries and name in self._plugins:
+            self._load_plugin(name)
         try:
             return self._entries[name]
         except KeyError:
-            raise unknown_name(self.kind, name, self._entries) from None
+            raise unknown_name(self.kind, name, set(self._entries) | set(self._plugins)) from None
 
     def __contains__(self, name: str) -> bool:
+        """Whether `name` is registered or declared by an installed plugin (without importing it)."""
         self._ensure_loaded()
-        return name in self._entries
+        return name in self._entries or name in self._plugins
 
     def names(self) -> list[str]:
+        """Registered names and installed plugins' declared names (without importing them)."""
         self._ensure_loaded()
-        return sorted(self._entries)
+        return sorted(set(self._entries) | set(self._plugins))
 
     def entries(self) -> list[Entry[T]]:
+        """Every entry with its object and spec: imports every installed plugin of this kind."""
         self._ensure_loaded()
+        for name in sorted(self._plugins):
+            self._load_plugin(name)
         return [self._entries[n] for n in sorted(self._entries)]
 
 
@@ -169,31 +193,31 @@ def register_backbone(name: str, **spec_fields: Any) -> Callable[[T], T]:
 _loaded_entry_points: set[tuple[str, str]] = set()
 
 
-def _load_entry_points(kind: str) -> None:
+def _load_entry_point(kind: str, ep: Any) -> None:
+    """Import one plugin entry point (its decorators register it) and record where it came from."""
     group = _GROUPS[kind]
-    for ep in entry_points(group=group):
-        key = (group, ep.name)
-        if key in _loaded_entry_points:
-            continue
-        _loaded_entry_points.add(key)
-        try:
-            obj = ep.load()
-        except Exception as err:  # a broken plugin must not break xbench
-            raise ConfigError(
-                f"plugin entry point {ep.name!r} ({ep.value}) in group {group!r} failed to import: "
-                f"{type(err).__name__}: {err}; fix or uninstall that package"
-            ) from None
-        registry = {"method": METHODS, "metric": METRICS, "dataset": DATASETS, "backbone": BACKBONES}[kind]
-        dist = getattr(getattr(ep, "dist", None), "name", "?")
-        # The import ran the decorator; if the object was not decorated, register it under
-        # the entry point's name with a default spec.
-        if not any(e.obj is obj for e in registry._entries.values()):
-            deco = {"method": register_method, "metric": register_metric,
-                    "dataset": register_dataset, "backbone": register_backbone}[kind]
-            deco(ep.name)(obj)
-        for e in list(registry._entries.values()):
-            if e.obj is obj:
-                registry._entries[e.name] = Entry(e.name, e.obj, e.spec, f"entry-point:{dist}")
+    key = (group, ep.name)
+    if key in _loaded_entry_points:
+        return
+    _loaded_entry_points.add(key)
+    try:
+        obj = ep.load()
+    except Exception as err:  # a broken plugin must not break xbench
+        raise ConfigError(
+            f"plugin entry point {ep.name!r} ({ep.value}) in group {group!r} failed to import: "
+            f"{type(err).__name__}: {err}; fix or uninstall that package"
+        ) from None
+    registry = {"method": METHODS, "metric": METRICS, "dataset": DATASETS, "backbone": BACKBONES}[kind]
+    dist = getattr(getattr(ep, "dist", None), "name", "?")
+    # The import ran the decorator; if the object was not decorated, register it under
+    # the entry point's name with a default spec.
+    if not any(e.obj is obj for e in registry._entries.values()):
+        deco = {"method": register_method, "metric": register_metric,
+                "dataset": register_dataset, "backbone": register_backbone}[kind]
+        deco(ep.name)(obj)
+    for e in list(registry._entries.values()):
+        if e.obj is obj:
+            registry._entries[e.name] = Entry(e.name, e.obj, e.spec, f"entry-point:{dist}")
 
 
 def include(path: str | Path) -> None:

@@ -7,14 +7,19 @@ Layout of a results folder:
     .lock                     taken while a job is claimed or a record written
 
 A record is complete, failed, or absent: nothing else is ever on disk under
-`records/` (temporary files start with '.' and are ignored). Records carry a
-schema version; a record from a newer xbench, or a damaged one, is reported
-with one line naming the file.
+`records/` (temporary files start with '.' and are ignored; those a killed
+writer left behind are removed by the next run). Records carry a schema
+version; a record from a newer xbench (`NewerRecord`), or a damaged one
+(`DamagedRecord`: truncated, not JSON, not a record), is reported with one
+line naming the file. `xbench run` treats a damaged record of a job it is
+about to run as no record (it warns and runs the job again, replacing it) but
+stops at a newer one, which it must not overwrite.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,14 @@ from .errors import ResultsError
 
 SCHEMA_VERSION = 1
 REQUIRED = ("schema", "job_id", "status", "method", "dataset", "backbone", "seed", "metrics")
+
+
+class DamagedRecord(ResultsError):
+    """A record that is truncated, not JSON or not a valid record: for a rerun, the same as no record."""
+
+
+class NewerRecord(ResultsError):
+    """A record written by a newer xbench (higher schema version): neither read nor overwritten."""
 
 
 @dataclass
@@ -61,11 +74,34 @@ class ResultsStore:
     def path(self, job_id: str) -> Path:
         return self.records_dir / f"{job_id}.json"
 
-    def get(self, job_id: str) -> dict | None:
+    def get(self, job_id: str, redo_damaged: bool = False, warn: bool = True) -> dict | None:
+        """The record of `job_id`, or None. With `redo_damaged`, a damaged record counts as none (with `warn`,
+        one line on stderr; the caller runs the job again and replaces it); a newer one always raises."""
         p = self.path(job_id)
         if not p.exists():
             return None
-        return read_record(p)
+        try:
+            return read_record(p)
+        except DamagedRecord as err:
+            if not redo_damaged:
+                raise
+            if warn:
+                problem = str(err).rsplit("; delete it", 1)[0]
+                print(f"xbench: warning: {problem}; running job {job_id} again to replace it",
+                      file=sys.stderr, flush=True)
+            return None
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete the temporary files that a killed writer left in `records/` (under the store lock, so no
+        live writer's file is touched); returns how many. They are never read, this only tidies."""
+        if not self.records_dir.is_dir():
+            return 0
+        n = 0
+        with self.lock():
+            for p in self.records_dir.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+                n += 1
+        return n
 
     def put(self, record: dict) -> Path:
         validate_record(record, where="record to write")
@@ -88,14 +124,15 @@ class ResultsStore:
 
 
 def read_record(path: Path) -> dict:
+    """Read and validate one record; every problem is one `ResultsError` line naming `path`."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as err:
         raise ResultsError(f"results record {path}: cannot read it ({err.strerror})") from None
     try:
-        rec = json.loads(text)
-    except ValueError:
-        raise ResultsError(
+        rec = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON (truncated), or nested beyond the parser
+        raise DamagedRecord(
             f"results record {path} is truncated or not JSON; delete it and re-run (completed jobs are kept)"
         ) from None
     validate_record(rec, where=f"results record {path}")
@@ -103,22 +140,49 @@ def read_record(path: Path) -> dict:
 
 
 def validate_record(rec: Any, where: str) -> None:
+    """Raise `NewerRecord` / `DamagedRecord` (one line, starting with `where`) unless `rec` is a record that
+    this xbench can read: the required keys, a known status, an integer seed and metric entries that are
+    mappings with a known status and a numeric or null value."""
     if not isinstance(rec, dict):
-        raise ResultsError(f"{where} is not a JSON object; delete it and re-run")
+        raise DamagedRecord(f"{where} is not a JSON object; delete it and re-run")
     schema = rec.get("schema")
-    if not isinstance(schema, int):
-        raise ResultsError(f"{where} has no schema version; delete it and re-run")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise DamagedRecord(f"{where} has no schema version; delete it and re-run")
     if schema > SCHEMA_VERSION:
-        raise ResultsError(
+        raise NewerRecord(
             f"{where} has schema {schema}, newer than this xbench understands ({SCHEMA_VERSION}); upgrade xbench"
         )
     missing = [k for k in REQUIRED if k not in rec]
     if missing:
-        raise ResultsError(f"{where} lacks {', '.join(missing)}; delete it and re-run")
+        raise DamagedRecord(f"{where} lacks {', '.join(missing)}; delete it and re-run")
+    for k in ("job_id", "method", "dataset", "backbone"):
+        if not isinstance(rec[k], str) or not rec[k]:
+            raise DamagedRecord(f"{where}: {k!r} is not a non-empty string; delete it and re-run")
+    if not isinstance(rec["seed"], int) or isinstance(rec["seed"], bool):
+        raise DamagedRecord(f"{where}: seed {_short(rec['seed'])} is not an integer; delete it and re-run")
     if not isinstance(rec["metrics"], dict):
-        raise ResultsError(f"{where}: 'metrics' is not a mapping; delete it and re-run")
-    if rec["status"] not in ("complete", "failed"):
-        raise ResultsError(f"{where}: unknown status {rec['status']!r}; delete it and re-run")
+        raise DamagedRecord(f"{where}: 'metrics' is not a mapping; delete it and re-run")
+    if not isinstance(rec["status"], str) or rec["status"] not in ("complete", "failed"):
+        raise DamagedRecord(f"{where}: unknown status {_short(rec['status'])}; delete it and re-run")
+    for name, e in rec["metrics"].items():
+        if not isinstance(e, dict) or e.get("status") not in METRIC_STATUSES:
+            raise DamagedRecord(f"{where}: metric {_short(name)} is not an entry with a status "
+                                f"({', '.join(METRIC_STATUSES)}); delete it and re-run")
+        v = e.get("value")
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            raise DamagedRecord(f"{where}: metric {_short(name)} has a non-numeric value; delete it and re-run")
+
+
+METRIC_STATUSES = ("ok", "n/a", "error")
+
+
+def _short(v: Any) -> str:
+    """A value for a one-line message: repr, newlines escaped, at most 60 characters."""
+    try:
+        r = repr(v).replace("\n", "\\n")
+    except RecursionError:
+        r = f"<deeply nested {type(v).__name__}>"
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def metric_entry(value: float | None, status: str = "ok", reason: str = "", extras: dict | None = None,

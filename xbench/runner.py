@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
+from . import testhooks
 from .backbones import build_backbone
 from .backbones.base import Backbone
 from .cache import FeatureCache
@@ -36,7 +37,7 @@ from .jobs import Job
 from .progress import say
 from .provenance import git_commit, hardware, now, versions
 from .registry import DATASETS, METHODS, METRICS, include
-from .results import SCHEMA_VERSION, ResultsStore, metric_entry
+from .results import SCHEMA_VERSION, DamagedRecord, ResultsStore, metric_entry, read_record
 from .views import PlainView
 
 
@@ -174,6 +175,13 @@ class Runner:
     def run(self) -> RunSummary:
         jobs = self.plan()  # unknown names and missing data stop here, before anything is written
         self.store.ensure_writable()
+        for job in jobs:  # a record from a newer xbench stops the run here, before any work (never overwritten)
+            if self.store.path(job.job_id).exists():
+                try:
+                    read_record(self.store.path(job.job_id))
+                except DamagedRecord:
+                    pass  # run_one warns and runs the job again
+        self.store.remove_stale_temporaries()
         summary = RunSummary(jobs=jobs)
         say(f"xbench: {len(jobs)} job(s); backbone {self.backbone.name} (weights: {self.backbone.weights_label}); "
             f"profile {self.profile}; device {self.device}; results in {self.store.root}")
@@ -206,7 +214,7 @@ class Runner:
         except Timeout:
             return "busy"
         try:
-            rec = self.store.get(job.job_id)
+            rec = self.store.get(job.job_id, redo_damaged=True)  # damaged = truncated: the job runs again
             todo = self.needed_metrics(job, rec)
             if rec is not None and rec.get("status") == "complete" and not todo and not self.cfg.force:
                 return "skipped"
@@ -263,9 +271,11 @@ class Runner:
                     log = model.fit(data, ctx) or {}
                 model.eval()
                 timings["fit_s"] = round(time.perf_counter() - tf, 3)
+                testhooks.point(f"fit:{job.method}:s{job.seed}")
                 _check_finite(model, log)
                 record["training"] = _jsonable(log)
                 model.save(head_dir)
+                testhooks.point(f"head:{job.method}:s{job.seed}")
                 record["head"] = str(Path("heads") / job.job_id)
             if entry.spec.needs_backbone_graph:
                 model.attach_extractor(ex)

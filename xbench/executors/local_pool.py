@@ -54,7 +54,7 @@ def run_pool(cfg: RunConfig) -> RunSummary:
     summary = RunSummary(jobs=jobs)
     pending = []
     for job in jobs:
-        rec = runner.store.get(job.job_id)
+        rec = runner.store.get(job.job_id, redo_damaged=True, warn=False)  # damaged: run again (a worker warns)
         if rec is not None and rec.get("status") == "complete" and not runner.needed_metrics(job, rec) \
                 and not cfg.force:
             summary.skipped.append(job.job_id)

@@ -56,7 +56,7 @@ def run_slurm(cfg: RunConfig, args: argparse.Namespace | None = None) -> RunSumm
     todo: list[tuple[int, Job]] = []
     queued: dict[str, dict] = {}
     for i, job in enumerate(jobs):
-        rec = store.get(job.job_id)
+        rec = store.get(job.job_id, redo_damaged=True)  # damaged: the job runs again
         if rec is not None and rec.get("status") == "complete" and not runner.needed_metrics(job, rec) \
                 and not cfg.force:
             summary.skipped.append(job.job_id)

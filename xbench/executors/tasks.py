@@ -133,7 +133,7 @@ def record_failure(store: ResultsStore, job: Job, reason: str, tb: str | None = 
     lock = job_lock(store, job.job_id)
     lock.acquire(timeout=timeout_s)
     try:
-        prev = store.get(job.job_id)
+        prev = store.get(job.job_id, redo_damaged=True, warn=False)
         if prev is not None and prev.get("status") == "complete":
             return False
         rec = base_record(job, None, "unknown", {}, torch.device("cpu"))
