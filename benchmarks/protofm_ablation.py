@@ -51,7 +51,10 @@ def train_and_measure(ds, ex, train, test, info, overrides: dict, seed: int, dev
     model = ProtoFM(info, params).to(device)
     views = {k: ex.store(ds, "train", v) for k, v in model.extra_views().items()}
     sp = ds.split("train")
-    data = TrainData(train, np.asarray(sp.labels), None, ds.num_classes, torch.device(device), views)
+    targets = None  # soft multi-targets where the dataset has them, as the runner does
+    if "multi_target" in ds.spec.annotations:
+        targets = np.stack([sp.targets(i) for i in range(len(sp))])
+    data = TrainData(train, np.asarray(sp.labels), targets, ds.num_classes, torch.device(device), views)
     t0 = time.perf_counter()
     log = model.fit(data, FitContext(device=torch.device(device), seed=seed, show_progress=show_progress))
     fit_s = time.perf_counter() - t0

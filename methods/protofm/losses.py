@@ -21,14 +21,19 @@ C classes. Student quantities already resampled onto the teacher's grid
       q = unit student assignment vectors (non-negative, so q.q' >= 0);
     - for an image pair (b, b'): F = f_b f_b'^T [M, M], centred per anchor row
       (F - mean over the partner's patches: STEGO's centring);
-    - adaptive shift: z = F / std(F) (std over the pair's M x M entries,
-      stop-grad), so the shift adapts to the spread of the backbone's
-      correlations; target T = clip(z, -v_shift, v_shift) - k_shift, i.e. the
-      shift in raw units is b = k_shift * std(F) and the target is clipped at
-      v_shift standard deviations;
-    - loss = -mean(T * (q_b q_b'^T)) / v_shift (so |loss| <= ~1): pairs more
-      correlated than the shift pull their assignments together, the others
-      push them apart, which is what keeps the assignments from collapsing;
+    - adaptive shift, per anchor row i: b_i = the (1 - k_shift) quantile of the
+      row, so exactly a fraction k_shift of the partner's patches lie above
+      the shift and attract the anchor, whatever the backbone's scale of
+      correlations (STEGO's fixed b has to be tuned per backbone and dataset);
+    - target T_ij = clip((F_ij - b_i) / std_i, -v_shift, v_shift): the shifted
+      correlation in units of the row's standard deviation, clipped at
+      v_shift standard deviations so that a few extreme pairs cannot dominate;
+    - loss = -mean(T * (q_b q_b'^T)) / v_shift (so |loss| <= 1): pairs above the
+      shift pull their assignments together, the others (1 - k_shift of them)
+      push them apart. A collapsed head (q q^T = 1 everywhere) pays
+      -mean(T) / v_shift > 0, about 0.43 for Gaussian rows with the defaults,
+      while assignments that follow the token correlations pay < 0: this is
+      what keeps the assignments from collapsing;
     - pairs: each image with itself, and (weight `align_random_weight`) with
       another image of the batch (a random cyclic shift of the batch, never the
       image itself); the two terms are averaged with weights 1 and
@@ -44,8 +49,8 @@ import torch.nn.functional as F
 
 
 def assignment_loss(teacher: torch.Tensor, student_aligned: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Cross-entropy H(teacher, student); both [B, K, g, g] distributions over dim 1; teacher is detached."""
-    return -(teacher.detach() * torch.log(student_aligned.clamp_min(eps))).sum(dim=1).mean()
+    """Cross-entropy H(teacher, student); both [B, g, g, K] distributions over the last dim; teacher is detached."""
+    return -(teacher.detach() * torch.log(student_aligned.clamp_min(eps))).sum(dim=-1).mean()
 
 
 def sample_locations(batch: int, n: int, m: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -63,10 +68,10 @@ def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def contrastive_loss(student_aligned: torch.Tensor, teacher: torch.Tensor, temperature: float = 0.1,
                      samples: int = 32, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Patch InfoNCE; student_aligned, teacher [B, P, g, g] projections (teacher detached)."""
-    b, p = student_aligned.shape[:2]
-    s = student_aligned.flatten(2).transpose(1, 2)            # [B, N, P]
-    t = teacher.detach().flatten(2).transpose(1, 2)
+    """Patch InfoNCE; student_aligned, teacher [B, g, g, P] projections (teacher detached)."""
+    b, p = student_aligned.shape[0], student_aligned.shape[-1]
+    s = student_aligned.reshape(b, -1, p)                     # [B, N, P]
+    t = teacher.detach().reshape(b, -1, p)
     idx = sample_locations(b, s.shape[1], samples, generator, s.device)
     q = F.normalize(_gather(s, idx).reshape(-1, p), dim=1)
     k = F.normalize(_gather(t, idx).reshape(-1, p), dim=1)
@@ -75,11 +80,12 @@ def contrastive_loss(student_aligned: torch.Tensor, teacher: torch.Tensor, tempe
 
 
 def correspondence_target(f1: torch.Tensor, f2: torch.Tensor, k_shift: float, v_shift: float) -> torch.Tensor:
-    """Centred, standardised, clipped and shifted token correlation [B, M, M'] of unit tokens f1 [B, M, D], f2 [B, M', D]."""
+    """Target [B, M, M'] from unit tokens f1 [B, M, D], f2 [B, M', D]: centred, shifted per row, in std units, clipped."""
     c = f1 @ f2.transpose(1, 2)
     c = c - c.mean(dim=2, keepdim=True)
-    sd = c.flatten(1).std(dim=1).clamp_min(1e-6).view(-1, 1, 1)
-    return (c / sd).clamp(-v_shift, v_shift) - k_shift
+    shift = torch.quantile(c, 1.0 - k_shift, dim=2, keepdim=True)
+    sd = c.std(dim=2, keepdim=True).clamp_min(1e-6)
+    return ((c - shift) / sd).clamp(-v_shift, v_shift)
 
 
 def alignment_loss(tokens: torch.Tensor, assignment: torch.Tensor, k_shift: float = 0.1, v_shift: float = 3.0,

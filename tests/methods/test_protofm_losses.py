@@ -13,14 +13,14 @@ from xbench.methods.protofm.usage import UsageCounter, usage_summary
 
 def test_assignment_loss_values():
     k = 5
-    onehot = torch.zeros(2, k, 3, 3)
-    onehot[:, 2] = 1.0
+    onehot = torch.zeros(2, 3, 3, k)
+    onehot[..., 2] = 1.0
     assert assignment_loss(onehot, onehot).item() < 1e-6            # -log 1 = 0
-    uniform = torch.full((2, k, 3, 3), 1.0 / k)
+    uniform = torch.full((2, 3, 3, k), 1.0 / k)
     assert abs(assignment_loss(onehot, uniform).item() - math.log(k)) < 1e-6
     # teacher (0.5, 0.5, 0, 0, 0), student (0.25, 0.25, 0.5, 0, 0): -(0.5 log .25 + 0.5 log .25) = log 4
-    t = torch.tensor([0.5, 0.5, 0, 0, 0]).view(1, k, 1, 1)
-    s = torch.tensor([0.25, 0.25, 0.5, 0, 0]).view(1, k, 1, 1)
+    t = torch.tensor([0.5, 0.5, 0, 0, 0]).view(1, 1, 1, k)
+    s = torch.tensor([0.25, 0.25, 0.5, 0, 0]).view(1, 1, 1, k)
     assert abs(assignment_loss(t, s).item() - math.log(4)) < 1e-6
     s.requires_grad_(True)
     t.requires_grad_(True)
@@ -31,23 +31,34 @@ def test_assignment_loss_values():
 def test_contrastive_loss_by_hand():
     # 2 images x 2 locations, one-hot projections on 4 axes: every query matches only its own key,
     # so the loss is -log(e^{1/T} / (e^{1/T} + 3 e^0)) with T = 0.5
-    proj = torch.zeros(2, 4, 1, 2)  # [B, P, 1, 2]: image 0 holds e0, e1; image 1 holds e2, e3
-    proj[0, 0, 0, 0] = proj[0, 1, 0, 1] = proj[1, 2, 0, 0] = proj[1, 3, 0, 1] = 1.0
+    proj = torch.zeros(2, 1, 2, 4)  # [B, 1, 2, P]: image 0 holds e0, e1; image 1 holds e2, e3
+    proj[0, 0, 0, 0] = proj[0, 0, 1, 1] = proj[1, 0, 0, 2] = proj[1, 0, 1, 3] = 1.0
     expect = -math.log(math.exp(2) / (math.exp(2) + 3))
     val = contrastive_loss(proj, proj, temperature=0.5, samples=0)
     assert abs(val.item() - expect) < 1e-5
     # a student that matches a wrong location does worse
-    assert contrastive_loss(proj.flip(-1), proj, temperature=0.5, samples=0) > val
+    assert contrastive_loss(proj.flip(2), proj, temperature=0.5, samples=0) > val
 
 
-def test_correspondence_target_is_centred_shifted_and_clipped():
+def test_correspondence_target_by_hand():
+    # anchor (1, 0); partners at cosines 1, 0.5, 0, -0.5, -1 (row mean 0, so centring changes nothing);
+    # the 0.9 quantile (linear interpolation, position 0.9 * 4 = 3.6) is 0.5 + 0.6 * 0.5 = 0.8;
+    # the row's std (unbiased) is sqrt(2.5 / 4); the target is (cos - 0.8) / std, clipped at +-2
+    ang = torch.tensor([0.0, math.pi / 3, math.pi / 2, 2 * math.pi / 3, math.pi])
+    partners = torch.stack([ang.cos(), ang.sin()], dim=1)[None]
+    anchor = torch.tensor([[[1.0, 0.0]]])
+    t = correspondence_target(anchor, partners, k_shift=0.1, v_shift=2.0)
+    sd = math.sqrt(2.5 / 4)
+    expect = [(c - 0.8) / sd for c in (1.0, 0.5, 0.0, -0.5, -1.0)]
+    expect = [min(max(e, -2.0), 2.0) for e in expect]
+    assert torch.allclose(t[0, 0], torch.tensor(expect), atol=1e-5)
+    assert expect[-1] == -2.0  # clipped
+    # centring: adding a constant to every correlation of a row (a common component) changes nothing
     torch.manual_seed(0)
     f = F.normalize(torch.randn(2, 20, 8), dim=-1)
-    t = correspondence_target(f, f, k_shift=0.1, v_shift=100.0)   # no clipping at 100 std
-    assert torch.allclose((t + 0.1).mean(dim=2), torch.zeros(2, 20), atol=1e-5)   # centred per anchor
-    assert torch.allclose((t + 0.1).flatten(1).std(dim=1), torch.ones(2), atol=1e-5)  # in std units
-    tc = correspondence_target(f, f, k_shift=0.1, v_shift=0.5)
-    assert tc.max() <= 0.4 + 1e-6 and tc.min() >= -0.6 - 1e-6
+    a = correspondence_target(f, f, 0.1, 3.0)
+    assert ((a > 0).float().sum(dim=2) == 2).all()  # a fraction k_shift = 0.1 of 20 partners above the shift
+    assert a.max() <= 3.0 and a.min() >= -3.0
 
 
 def test_alignment_prefers_assignments_that_follow_token_clusters():
@@ -64,12 +75,14 @@ def test_alignment_prefers_assignments_that_follow_token_clusters():
     split[:, 8:, 1] = 1
     collapsed = torch.zeros(2, n, k)
     collapsed[:, :, 0] = 1
-    good = alignment_loss(tok, split, samples=0)
-    bad = alignment_loss(tok, collapsed, samples=0)
-    assert good < bad
-    # collapsed: q q^T = 1 everywhere, so the loss is -mean(T) / v = -mean(clip(z) - k) / v ~ k / v > 0
-    assert bad.item() > 0
-    assert good.item() < 0
+    # default shift (the top 10 % of partners attract): following the clusters still beats collapsing
+    assert alignment_loss(tok, split, samples=0) < alignment_loss(tok, collapsed, samples=0)
+    assert alignment_loss(tok, collapsed, samples=0).item() > 0  # collapsed: most targets are below the shift
+    # with k_shift = 0.5 the shift falls between the two clusters: the split head gains, the collapsed one
+    # gains on one half what it loses on the other
+    good = alignment_loss(tok, split, k_shift=0.5, samples=0)
+    bad = alignment_loss(tok, collapsed, k_shift=0.5, samples=0)
+    assert good.item() < -0.1 and good < bad
 
 
 def test_hoyer_square_extremes():
