@@ -36,7 +36,7 @@ from xbench.registry import register_method
 from xbench.views import AugmentView
 
 from ..base import Batch, FitContext, HeadInfo, Method, ParamsBase, TrainData, soft_cross_entropy
-from .align import align_to_teacher
+from .align import IMPLS, align_to_teacher
 from .head import ProtoHead, count_parameters
 from .losses import alignment_loss, assignment_loss, contrastive_loss, hoyer_square, importance
 from .teacher import EMATeacher, momentum_at
@@ -72,7 +72,7 @@ class ProtoFMParams(ParamsBase):
     # loss details (ours unless noted)
     contrastive_temperature: float = 0.1
     contrastive_samples: int = 32        # locations per image in the InfoNCE (0 = all)
-    align_k_shift: float = 0.1           # the paper's k_shift (our rule: shift in std units)
+    align_k_shift: float = 0.1           # the paper's k_shift (our rule: fraction of partners above the shift)
     align_v_shift: float = 3.0           # the paper's v_shift (our rule: clip in std units)
     align_samples: int = 128             # patches per image in the correspondence loss (0 = all)
     align_random_weight: float = 1.0     # weight of the image-vs-other-image term
@@ -118,6 +118,11 @@ class ProtoFM(Method):
             raise ConfigError(f"protofm: views, num_prototypes, batch_size must be >= 1 and epochs >= 0 "
                               f"(got views={p.views}, num_prototypes={p.num_prototypes}, "
                               f"batch_size={p.batch_size}, epochs={p.epochs})")
+        if p.align_impl not in IMPLS:
+            raise ConfigError(f"protofm.align_impl={p.align_impl!r}: use one of {', '.join(IMPLS)}")
+        if not 0.0 < p.align_k_shift < 1.0 or p.align_v_shift <= 0:
+            raise ConfigError(f"protofm: align_k_shift must be in (0, 1) and align_v_shift > 0 "
+                              f"(got {p.align_k_shift}, {p.align_v_shift})")
         self.head = ProtoHead(info.dim, info.num_classes, proj_dim=p.proj_dim, hidden_dim=p.hidden_dim or None,
                               num_prototypes=p.num_prototypes, temperature=p.temperature)
 

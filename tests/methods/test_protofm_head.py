@@ -106,3 +106,13 @@ def test_save_load_roundtrip(tmp_path):
 def test_teacher_views_follow_params():
     v = _model(views=3, view_seed=7).extra_views()["teacher"]
     assert v.views == 3 and v.seed == 7
+
+
+def test_bad_parameters_are_config_errors():
+    import pytest
+
+    from xbench.errors import ConfigError
+
+    for bad in ({"align_impl": "nearest"}, {"align_k_shift": 1.5}, {"align_v_shift": 0}, {"views": 0}):
+        with pytest.raises(ConfigError):
+            _model(**bad)
