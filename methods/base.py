@@ -255,6 +255,7 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
     @staticmethod
     def load(folder: str | Path, expect: HeadInfo | None = None) -> "Method":
         """Load a saved head; with `expect`, refuse heads of another backbone or class count."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         from xbench.registry import METHODS
@@ -263,8 +264,9 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
         try:
             desc = json.loads((folder / "head.json").read_text())
             state = load_file(str(folder / "head.safetensors"))
-        except (OSError, ValueError) as err:
-            raise ResultsError(f"saved head in {folder} is missing or unreadable ({type(err).__name__}); re-run the job") from None
+        except (OSError, ValueError, SafetensorError) as err:  # missing, truncated, or not a safetensors file
+            raise ResultsError(f"saved head in {folder} is missing or unreadable ({type(err).__name__}); "
+                               f"re-run the job with --force") from None
         cls = METHODS.get(desc["method"]).obj
         info = HeadInfo(**desc["info"])
         if expect is not None:

@@ -24,6 +24,7 @@ import hashlib
 import json
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -146,10 +147,10 @@ class FeatureCache:
             with np.load(d / "index.npz") as z:
                 base = z["base"]
                 imeta = {k[5:]: z[k] for k in z.files if k.startswith("meta_")}
-        except (OSError, ValueError, KeyError, EOFError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # truncated, deleted or altered
             _mark_partial(d, meta)
             return None
-        if any(a.shape[0] != meta["items"] for a in arrays.values()):
+        if any(a.shape[0] != meta["items"] for a in arrays.values()) or base.shape[:1] != (meta["items"],):
             _mark_partial(d, meta)
             return None
         if verify and key.digest not in self._verified:
@@ -216,13 +217,28 @@ class FeatureCache:
             arrays = {}
             for n in ARRAYS:
                 arrays[n] = np.lib.format.open_memmap(d / f"{n}.npy", mode="w+", dtype=np.float16, shape=shapes[n])
-            arrays_meta = {"base": base, **{f"meta_{k}": v for k, v in index_meta.items()}}
-            atomic_write_with(d / "index.npz", lambda f: np.savez(f, **arrays_meta))
+            _write_index(d, base, index_meta)
             meta = {**key.inputs(), "key": key.digest, "items": items, "chunk_size": self.chunk_size,
                     "shapes": {k: list(v) for k, v in shapes.items()}, "dtype": "float16",
                     "status": "partial", "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
             atomic_write_json(d / "meta.json", meta)
+        elif not _index_matches(d, base, index_meta):  # index.npz deleted or damaged: the key fixes its content
+            _write_index(d, base, index_meta)
         return PartialEntry(self, key, d, meta, arrays)
+
+
+def _write_index(d: Path, base: np.ndarray, index_meta: dict[str, np.ndarray]) -> None:
+    arrays_meta = {"base": base, **{f"meta_{k}": v for k, v in index_meta.items()}}
+    atomic_write_with(d / "index.npz", lambda f: np.savez(f, **arrays_meta))
+
+
+def _index_matches(d: Path, base: np.ndarray, index_meta: dict[str, np.ndarray]) -> bool:
+    try:
+        with np.load(d / "index.npz") as z:
+            want = {"base": base, **{f"meta_{k}": v for k, v in index_meta.items()}}
+            return set(z.files) == set(want) and all(np.array_equal(z[k], np.asarray(v)) for k, v in want.items())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return False
 
 
 class PartialEntry:

@@ -111,6 +111,7 @@ class ResultsStore:
         return p
 
     def records(self, strict: bool = True) -> Iterator[dict]:
+        """Every record; a damaged or newer one raises (`strict`) or is skipped with one warning line."""
         if not self.records_dir.is_dir():
             return
         for p in sorted(self.records_dir.glob("*.json")):
@@ -118,9 +119,10 @@ class ResultsStore:
                 continue
             try:
                 yield read_record(p)
-            except ResultsError:
+            except ResultsError as err:
                 if strict:
                     raise
+                print(f"xbench: warning: skipped: {err}", file=sys.stderr, flush=True)
 
 
 def read_record(path: Path) -> dict:

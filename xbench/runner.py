@@ -30,7 +30,7 @@ from .cache import FeatureCache
 from .config import RunConfig
 from .data.base import Dataset
 from .data.roots import cache_root, data_root
-from .errors import ConfigError, UserError
+from .errors import ConfigError, UserError, unknown_name
 from .evaluation import EvalContext, MetricValue, NotApplicable
 from .extract import Extractor
 from .jobs import Job
@@ -54,6 +54,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: no CUDA device is visible; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps: no Apple GPU (MPS) is available; use --device cpu or auto")
     return torch.device(name)
 
 
@@ -151,7 +153,11 @@ class Runner:
         for k in self.cfg.params:
             if k not in methods and k not in METHODS:
                 raise ConfigError(f"params for unknown method {k!r} in the config (methods: {', '.join(methods)})")
+        check_metric_options(self.cfg.metric_options)
         datasets = [self.dataset(d) for d in self.cfg.datasets]
+        for k in self.cfg.dataset_options:
+            if k not in self._datasets and k not in DATASETS:
+                raise unknown_name("dataset in dataset_options", k, set(self.cfg.datasets) | set(DATASETS.names()))
         for ds in datasets:
             problems = ds.check() if not ds.spec.builtin else []
             if problems:
@@ -378,6 +384,27 @@ def score_metric(name: str, method_spec, ds: Dataset, ectx: EvalContext, mt: dic
     if not math.isfinite(val):
         return metric_entry(None, "error", f"value is {val}", seconds=dt)
     return metric_entry(val, "ok", extras=_jsonable(extras), seconds=dt)
+
+
+def check_metric_options(options: dict) -> None:
+    """Refuse `metric_options` groups and keys that no registered metric reads (see `MetricSpec.options`)."""
+    if not options:
+        return
+    declared: dict[str, set[str]] = {}
+    for e in METRICS.entries():
+        for o in e.spec.options:
+            group, _, key = o.rpartition(".")
+            declared.setdefault(group, set()).add(key)
+    for group, opts in options.items():
+        if group not in declared and group not in METRICS:
+            raise unknown_name("metric_options group (a metric or an option family)", group,
+                               set(declared) | set(METRICS.names()))
+        if not isinstance(opts, dict):
+            raise ConfigError(f"metric_options.{group} must be a mapping of option names to values")
+        bad = sorted(set(opts) - declared.get(group, set()))
+        if bad and group in declared:
+            raise ConfigError(f"metric_options.{group}: unknown option {bad[0]!r} "
+                              f"(valid: {', '.join(sorted(declared[group]))})")
 
 
 def problems_error(ds: Dataset, problems: list[str]) -> UserError:

@@ -71,6 +71,10 @@ class MetricSpec:
     paper: str = ""
     in_quickstart: bool = True
     requires_concepts_msg: str = ""
+    #: the `metric_options` it reads, as "group.key" (group: the metric's name or a shared family such as
+    #: "funnybirds"); the runner refuses any other group or key. A metric that declares none may read any
+    #: key of its own name's group.
+    options: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, name: str, obj: Any, **kw: Any) -> "MetricSpec":
@@ -78,6 +82,9 @@ class MetricSpec:
         for key in ("needs_method", "needs_data", "needs_data_any"):
             if key in kw:
                 kw[key] = frozenset(kw[key])
+        kw["options"] = tuple(kw.get("options", ()))
+        if any("." not in o for o in kw["options"]):
+            raise ValueError(f"metric {name!r}: options are 'group.key' strings, got {kw['options']}")
         spec = cls(name=name, **kw)
         if spec.direction not in DIRECTIONS:
             raise ValueError(f"metric {name!r}: direction must be one of {DIRECTIONS}")

@@ -21,7 +21,9 @@ from .keypoints import KeypointHits, keypoint_consistency, keypoint_frame, keypo
 from .partmasks import PartHits, part_consistency, part_hits, part_stability
 
 _NEEDS = dict(needs_method={"concepts"}, needs_data_any={"keypoints", "part_map"}, category="concepts",
-              direction="higher", cost="moderate", paper="huang2023evaluation")
+              direction="higher", cost="moderate", paper="huang2023evaluation",
+              options=tuple(f"{m}.{k}" for m in ("consistency", "stability")
+                            for k in ("protocol", "noise_seed", "used_top_k", "importance_norm", "map_norm")))
 
 
 def views(protocol: str, noise_seed: int = 0) -> tuple[View, View]:

@@ -15,8 +15,9 @@ from xbench.registry import register_metric
 
 from .suite import SuiteResult, funnybirds_background, funnybirds_suite
 
+_OPTIONS = ("funnybirds.thresholds", "funnybirds.relevance", "funnybirds.pairs")  # suite.suite_options
 _EXPLAINED = dict(needs_method={"attribution"}, needs_data={"interventions", "part_map", "class_parts"},
-                  cost="expensive", paper="funnybirds")
+                  cost="expensive", paper="funnybirds", options=_OPTIONS)
 
 _REASONS = {
     "csdc": "no correctly classified test image",
@@ -148,6 +149,7 @@ def mean_explainability(ctx: EvalContext) -> MetricValue:
 
 @register_metric("background_independence", direction="higher", category="background",
                  needs_method={"logits"}, needs_data={"interventions"}, cost="moderate", paper="funnybirds",
+                 options=_OPTIONS,
                  description="1 - share of background objects whose removal lowers the true-class logit by >= 5%")
 def background_independence(ctx: EvalContext) -> MetricValue:
     """Background independence BI (FunnyBirds; needs no explanation)."""

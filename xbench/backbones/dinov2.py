@@ -153,7 +153,7 @@ def load_weights_file(model: torch.nn.Module, path: Path, name: str) -> None:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise WeightsError(
-            f"weights file {path} could not be read ({type(err).__name__}: {str(err)[:120]}); "
+            f"weights file {path} could not be read ({type(err).__name__}: {_first_line(err)[:120]}); "
             "it must be a FAIR .pth (tensors only) or a timm .safetensors file"
         ) from None
     if not isinstance(sd, dict) or not sd:
@@ -165,7 +165,7 @@ def load_weights_file(model: torch.nn.Module, path: Path, name: str) -> None:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except Exception as err:
         raise WeightsError(
-            f"weights file {path} does not fit backbone {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+            f"weights file {path} does not fit backbone {name!r} ({type(err).__name__}: {_first_line(err)[:160]}); "
             f"pass the weights of {name} or choose the matching --backbone"
         ) from None
     missing = [k for k in missing if not k.startswith("head")]
@@ -175,6 +175,11 @@ def load_weights_file(model: torch.nn.Module, path: Path, name: str) -> None:
             f"{missing[:2]}, unexpected {len(unexpected)} e.g. {list(unexpected)[:2]}); "
             f"pass the weights of {name} or choose the matching --backbone"
         )
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def file_sha256(path: Path) -> str:

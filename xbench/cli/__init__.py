@@ -9,16 +9,25 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from ..errors import UserError
 
 COMMANDS = ["run", "extract", "ls", "leaderboard", "cache", "data", "explain", "predict"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (naming the argument and value) instead of the usage block; sub-command
+    parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    p = argparse.ArgumentParser(prog="xbench", description="Benchmark self-explainable image classifiers on frozen "
+    p = _Parser(prog="xbench", description="Benchmark self-explainable image classifiers on frozen "
                                 "vision foundation models: accuracy and explanation quality, measured the same way.")
     p.add_argument("--version", action="version", version=f"xbench {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

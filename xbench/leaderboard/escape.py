@@ -18,9 +18,14 @@ _TEX = {
 
 def esc_md(text: object) -> str:
     """Markdown (GitHub / CommonMark) inline text: backslash-escape the characters that format, link, start
-    HTML or entities, or end a table cell; newlines become spaces."""
+    HTML or entities, or end a table cell; newlines become spaces; other control characters (which a
+    terminal printing `xbench leaderboard` would obey: ESC sequences, BEL) become ``?``."""
     s = str(text).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-    return "".join("\\" + ch if ch in _MD_SPECIALS else ch for ch in s)
+    return "".join("\\" + ch if ch in _MD_SPECIALS else "?" if _is_control(ch) else ch for ch in s)
+
+
+def _is_control(ch: str) -> bool:
+    return ch < " " or "\x7f" <= ch <= "\x9f"
 
 
 def esc_tex(text: object) -> str:
