@@ -8,16 +8,22 @@
   the token dimensions: concept_maps[k] = token[..., k], concept_scores = the
   patch mean, class_weights = W.
 
-Both are trained on cached tokens with AdamW and a cosine schedule on
-standardised features; the standardisation (training mean / std) is folded
-into W and b after training, so the saved head is a plain linear map.
+Both are trained on cached tokens, on standardised features (training mean /
+std, folded into W and b after training, so the saved head is a plain linear
+map). The default solver is full-batch L-BFGS on the soft-target cross-entropy
+plus `l2 * ||W||^2` (a convex problem, solved in float64: it converges to the
+same optimum on every run and needs no learning-rate schedule); `solver="adamw"` trains with
+mini-batch AdamW and a cosine schedule instead (`epochs`, `lr`,
+`weight_decay`, `batch_size`).
 
 Both support DistributedDataParallel (`xbench run --ddp N`): every rank pools
-all training rows (one cheap pass) and draws the same seeded order; each
-global batch of `batch_size` rows is split across the ranks, and the rank's
-summed loss is scaled so that DDP's gradient average equals the one-process
-mean-loss gradient. The result matches one process to floating-point
-rounding (summation order), not bit for bit.
+all training rows (one cheap pass). With L-BFGS each rank computes the loss
+and gradient of its share of the rows, the sums are all-reduced, and every
+rank takes the same L-BFGS step. With AdamW every rank draws the same seeded
+order; each global batch of `batch_size` rows is split across the ranks, and
+the rank's summed loss is scaled so that DDP's gradient average equals the
+one-process mean-loss gradient. Either way the result matches one process to
+floating-point rounding (summation order), not bit for bit.
 """
 from __future__ import annotations
 
@@ -34,10 +40,13 @@ from .base import Batch, FitContext, HeadInfo, Method, ParamsBase, TrainData, so
 
 @dataclass
 class LinearParams(ParamsBase):
-    epochs: int = 100
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
+    solver: str = "lbfgs"        # "lbfgs" (full batch, default) or "adamw"
+    l2: float = 1e-4             # lbfgs: penalty on ||W||^2 (standardised features)
+    max_iter: int = 500          # lbfgs: iterations
+    epochs: int = 100            # adamw
+    lr: float = 3e-3             # adamw
+    weight_decay: float = 1e-4   # adamw (decoupled)
+    batch_size: int = 256        # adamw
 
 
 def pooled_features(data: TrainData, which: str, batch_size: int = 512) -> torch.Tensor:
@@ -55,7 +64,72 @@ def fit_linear(x: torch.Tensor, targets: torch.Tensor, params: LinearParams, ctx
     mu = x.mean(dim=0)
     sd = x.std(dim=0).clamp_min(1e-6)
     z = (x - mu) / sd
-    lin = nn.Linear(x.shape[1], targets.shape[1]).to(ctx.device)
+    if params.solver == "lbfgs":
+        w, b, curve = _fit_lbfgs(z.to(ctx.device), targets.to(ctx.device), params, ctx, desc)
+    elif params.solver == "adamw":
+        w, b, curve = _fit_adamw(z, targets, params, ctx, desc)
+    else:
+        from xbench.errors import ConfigError
+
+        raise ConfigError(f"linear probe solver={params.solver!r}: use 'lbfgs' or 'adamw'")
+    with torch.no_grad():
+        w = w / sd.to(ctx.device)
+        b = b - w @ mu.to(ctx.device)
+    return w.detach(), b.detach(), curve
+
+
+def _fit_lbfgs(z: torch.Tensor, targets: torch.Tensor, params: LinearParams, ctx: FitContext,
+               desc: str) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    n_total = len(z)
+    world, rank = ctx.world_size, ctx.rank
+    mine = torch.arange(n_total, device=z.device).tensor_split(world)[rank] if world > 1 else slice(None)
+    # float64: a convex problem solved to tight tolerance, so runs (and DDP vs one process) agree closely
+    zr, tr = z[mine].double(), targets[mine].double()
+    w = torch.zeros(targets.shape[1], z.shape[1], device=z.device, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(targets.shape[1], device=z.device, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=params.max_iter, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+    curve: list[float] = []
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        rows = -(tr * torch.log_softmax(zr @ w.T + b, dim=1)).sum(dim=1)
+        loss = rows.sum() / n_total + (params.l2 * (w * w).sum()) / world
+        loss.backward()
+        if world > 1:  # every rank then holds the global loss and gradient, and takes the same step
+            import torch.distributed as dist
+
+            for t in (w.grad, b.grad):
+                dist.all_reduce(t)
+            loss = loss.detach().clone()
+            dist.all_reduce(loss)
+        curve.append(float(loss.detach()))
+        return loss
+
+    with _SingleStepProgress(ctx, desc):
+        opt.step(closure)
+    return w.detach().float(), b.detach().float(), curve
+
+
+class _SingleStepProgress:
+    """A one-line progress bar for a single long call (L-BFGS)."""
+
+    def __init__(self, ctx: FitContext, desc: str):
+        self.ctx, self.desc = ctx, desc
+
+    def __enter__(self):
+        self.it = self.ctx.epochs(1, self.desc)
+        next(self.it)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for _ in self.it:
+            pass
+
+
+def _fit_adamw(z: torch.Tensor, targets: torch.Tensor, params: LinearParams, ctx: FitContext,
+               desc: str) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    lin = nn.Linear(z.shape[1], targets.shape[1]).to(ctx.device)
     g = ctx.generator()
     with torch.no_grad():
         lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * 0.01)
@@ -85,10 +159,7 @@ def fit_linear(x: torch.Tensor, targets: torch.Tensor, params: LinearParams, ctx
             opt.step()
             sched.step()
         curve.append(ctx.all_reduce_sum(total) / len(z))
-    with torch.no_grad():
-        w = lin.weight / sd.to(ctx.device)
-        b = lin.bias - w @ mu.to(ctx.device)
-    return w.detach(), b.detach(), curve
+    return lin.weight.detach(), lin.bias.detach(), curve
 
 
 @register_method("linear-probe", provides={"logits"}, paper="dinov2", supports_ddp=True,

@@ -70,10 +70,17 @@ def test_linear_probes_declare_ddp():
     assert METHODS.get("linear-probe-patch").spec.supports_ddp
 
 
-def test_two_gloo_ranks_train_the_same_heads_as_one_process(tmp_path):
-    # batch 8 over 20 rows: global batches of 8, 8, 4 -> shards of 4, 4, 2 per rank
-    Runner(build_config(cli_values=tiny_values(tmp_path / "one"))).run()
-    two = tiny_values(tmp_path / "two", ddp=2)
+@pytest.mark.parametrize("solver", [
+    # AdamW, batch 8 over 20 rows: global batches of 8, 8, 4 -> shards of 4, 4, 2 per rank
+    {"solver": "adamw"},
+    # full-batch L-BFGS: each rank's loss/gradient sums are all-reduced; a well-conditioned problem
+    # (the optimum is unique and sharp) so both runs reach the same point within tolerance
+    {"solver": "lbfgs", "l2": 0.01},
+])
+def test_two_gloo_ranks_train_the_same_heads_as_one_process(tmp_path, solver):
+    params = {m: {**p, **solver} for m, p in tiny_values(tmp_path)["params"].items()}
+    Runner(build_config(cli_values=tiny_values(tmp_path / "one", params=params))).run()
+    two = tiny_values(tmp_path / "two", ddp=2, params=params)
     two["cache"] = str(tmp_path / "one" / "cache")
     s = Runner(build_config(cli_values=two)).run()
     assert len(s.done) == 2 and not s.failed

@@ -197,7 +197,7 @@ class SynthBirds(Dataset):
         root: Path | None = None,
         *,
         num_classes: int = 50,
-        train_per_class: int = 40,
+        train_per_class: int = 100,
         test_per_class: int = 10,
         resolution: int = 256,
         seed: int = 0,
