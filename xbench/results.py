@@ -143,8 +143,8 @@ def read_record(path: Path) -> dict:
 
 def validate_record(rec: Any, where: str) -> None:
     """Raise `NewerRecord` / `DamagedRecord` (one line, starting with `where`) unless `rec` is a record that
-    this xbench can read: the required keys, a known status, an integer seed and metric entries that are
-    mappings with a known status and a numeric or null value."""
+    this xbench can read: the required keys, a known status, an integer seed, metric entries that are
+    mappings with a known status and a numeric or null value, and mappings where a record has mappings."""
     if not isinstance(rec, dict):
         raise DamagedRecord(f"{where} is not a JSON object; delete it and re-run")
     schema = rec.get("schema")
@@ -164,6 +164,11 @@ def validate_record(rec: Any, where: str) -> None:
         raise DamagedRecord(f"{where}: seed {_short(rec['seed'])} is not an integer; delete it and re-run")
     if not isinstance(rec["metrics"], dict):
         raise DamagedRecord(f"{where}: 'metrics' is not a mapping; delete it and re-run")
+    for k in OBJECT_FIELDS:
+        if k in rec and not isinstance(rec[k], dict):
+            raise DamagedRecord(f"{where}: {k!r} is not a mapping; delete it and re-run")
+    if "head" in rec and not isinstance(rec["head"], str):
+        raise DamagedRecord(f"{where}: 'head' is not a path; delete it and re-run")
     if not isinstance(rec["status"], str) or rec["status"] not in ("complete", "failed"):
         raise DamagedRecord(f"{where}: unknown status {_short(rec['status'])}; delete it and re-run")
     for name, e in rec["metrics"].items():
@@ -176,6 +181,7 @@ def validate_record(rec: Any, where: str) -> None:
 
 
 METRIC_STATUSES = ("ok", "n/a", "error")
+OBJECT_FIELDS = ("config", "provenance", "timings", "training", "skipped_files")  # mappings when present
 
 
 def _short(v: Any) -> str:

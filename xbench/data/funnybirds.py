@@ -250,7 +250,7 @@ class FunnyBirds(FolderDataset):
                 try:
                     idx = int(c["class_idx"])
                     row = [int(c["parts"][s]) for s in PART_NAMES]
-                except (KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
                     raise DataError(f"{path}: entry {k} needs class_idx and parts.{{{','.join(PART_NAMES)}}}") from None
                 if not 0 <= idx < len(classes) or out[idx, 0] >= 0:
                     raise DataError(f"{path}: entry {k}: class_idx {idx} is out of range 0..{len(classes) - 1} "
@@ -294,7 +294,7 @@ class FunnyBirds(FolderDataset):
             for k, rec in enumerate(data):
                 try:
                     label = int(rec["class_idx"])
-                except (KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
                     problems.append(f"{path}: record {k} has no integer class_idx")
                     recs.append(Record(0, ALL, 0))
                     continue

@@ -32,6 +32,7 @@ What the loader yields (choices the SPEC leaves open are marked *):
 from __future__ import annotations
 
 import csv
+import io
 import hashlib
 import math
 from dataclasses import dataclass
@@ -64,11 +65,15 @@ def parse_labels(path: Path) -> tuple[dict[str, Patient], list[str]]:
     problems: list[str] = []
     patients: dict[str, Patient] = {}
     try:
-        f = open(path, newline="", encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         return {}, [f"{path}: file is missing"]
-    with f:
-        reader = csv.reader(f)
+    except OSError as err:
+        return {}, [f"{path}: cannot read ({err.strerror})"]
+    except UnicodeDecodeError as err:
+        return {}, [f"{path}: not UTF-8 text (byte {err.start}); restore the file from the competition download"]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != list(COLUMNS):
             return {}, [f"{path}:1: header must be {','.join(COLUMNS)}"]
@@ -100,6 +105,8 @@ def parse_labels(path: Path) -> tuple[dict[str, Patient], list[str]]:
                 problems.append(f"{path}:{line}: box of patient {pid} has non-positive or non-finite size")
                 continue
             p.boxes.append((bx, by, bx + bw, by + bh))
+    except csv.Error as err:  # e.g. a field beyond csv's size limit
+        problems.append(f"{path}:{reader.line_num}: not a valid CSV row ({err})")
     return patients, problems
 
 
