@@ -101,11 +101,26 @@ class Runner:
 
     # building blocks ------------------------------------------------------------------------
     def dataset(self, name: str) -> Dataset:
+        if name not in self._datasets and name not in self.cfg.datasets:
+            # a job names its dataset by spec name (`folder:PATH` -> folder-NAME): build the configured ones
+            for configured in self.cfg.datasets:
+                self.dataset(configured)
         if name not in self._datasets:
-            ds = build_dataset(name, self.cfg.dataset_options.get(name, {}), self.cfg.data_root)
+            ds = build_dataset(name, self.dataset_options(name), self.cfg.data_root)
             self._datasets[name] = ds
-            self._datasets.setdefault(ds.spec.name, ds)  # jobs name it by its spec (`folder:PATH` -> folder-NAME)
+            self._datasets.setdefault(ds.spec.name, ds)
         return self._datasets[name]
+
+    def dataset_options(self, name: str) -> dict:
+        """Constructor options: the dataset's quickstart overrides (quickstart profile), then the config's."""
+        from .data.userfolder import parse_dataset_arg
+
+        base, _ = parse_dataset_arg(name)
+        opts: dict = {}
+        if self.profile == "quickstart" and base in DATASETS:
+            opts.update(getattr(DATASETS.get(base).obj, "quickstart", {}) or {})
+        opts.update(self.cfg.dataset_options.get(name, {}))
+        return opts
 
     @property
     def backbone(self) -> Backbone:
@@ -171,7 +186,7 @@ class Runner:
                     jobs.append(Job(
                         method=m, dataset=ds.spec.name, backbone=bb.name, weights=bb.weights_label,
                         weights_hash=bb.weights_hash, seed=int(seed), params=params,
-                        dataset_options=dict(self.cfg.dataset_options.get(ds.spec.name, {})),
+                        dataset_options=dict(ds.options),
                         dataset_fingerprint=ds.fingerprint(),
                         metric_options=dict(self.cfg.metric_options), profile=self.profile, metrics=metrics,
                     ))
