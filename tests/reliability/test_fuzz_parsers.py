@@ -107,25 +107,24 @@ CUB_FILES = ["images.txt", "image_class_labels.txt", "train_test_split.txt", "bo
              "parts/parts.txt", "parts/part_locs.txt"]
 
 
-def _cub_base(d: Path) -> Path:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-    from fixtures_cub import make_cub
-
-    make_cub(d, n_classes=2, per_class=2, seg="none")
-    return d / "CUB_200_2011"
+_TEMPLATES: dict[str, Path] = {}
 
 
-_CUB: list[Path] = []
+def _template(name: str) -> Path:
+    """A tiny dataset of fixture `name` (cub, pets, funnybirds) written once per session, copied per example."""
+    if name not in _TEMPLATES:
+        import sys
 
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+        from fixtures_cub import make_cub
+        from fixtures_funnybirds import make_funnybirds
+        from fixtures_pets_cars import make_pets
 
-def _cub_template() -> Path:
-    """A tiny CUB written once per session (copied for each example)."""
-    if not _CUB:
-        _CUB.append(Path(tempfile.mkdtemp(prefix="xbench-fuzz-cub-")))
-        _cub_base(_CUB[0])
-    return _CUB[0]
+        d = Path(tempfile.mkdtemp(prefix=f"xbench-fuzz-{name}-"))
+        {"cub": lambda: make_cub(d, n_classes=2, per_class=2, seg="none"), "pets": lambda: make_pets(d),
+         "funnybirds": lambda: make_funnybirds(d)}[name]()
+        _TEMPLATES[name] = d
+    return _TEMPLATES[name]
 
 
 @SMALL
@@ -134,7 +133,7 @@ def test_cub_index_with_a_fuzzed_file(name, data):
     from xbench.data.cub import CUB
 
     with scratch() as d:
-        shutil.copytree(_cub_template(), d, dirs_exist_ok=True)
+        shutil.copytree(_template("cub"), d, dirs_exist_ok=True)
         (d / "CUB_200_2011" / name).write_bytes(data)
 
         def read():
@@ -152,15 +151,10 @@ def test_cub_index_with_a_fuzzed_file(name, data):
 @SMALL
 @given(st.sampled_from(["trainval.txt", "test.txt"]), RAW)
 def test_pets_lists_with_a_fuzzed_file(name, data):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-    from fixtures_pets_cars import make_pets
-
     from xbench.data.pets import Pets
 
     with scratch() as d:
-        make_pets(d)
+        shutil.copytree(_template("pets"), d, dirs_exist_ok=True)
         next(d.rglob(name)).write_bytes(data)
 
         def read():
@@ -201,16 +195,11 @@ FB_FILES = ["classes.json", "parts.json", "dataset_train.json", "dataset_test.js
 @example("dataset_train.json", [{"class_idx": 1e300}])
 @example("parts.json", {"beak": [1], "eye": [1], "foot": [1], "tail": [1], "wing": [{"a": float("nan")}]})
 def test_funnybirds_json_with_a_fuzzed_file(name, value):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-    from fixtures_funnybirds import make_funnybirds
-
     from xbench.data.funnybirds import FunnyBirds
 
     with scratch() as d:
-        base = make_funnybirds(d)
-        (base / name).write_bytes(as_bytes(value))
+        shutil.copytree(_template("funnybirds"), d, dirs_exist_ok=True)
+        (d / "FunnyBirds" / name).write_bytes(as_bytes(value))
 
         def read():
             ds = FunnyBirds(d)
