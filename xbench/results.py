@@ -57,6 +57,8 @@ class ResultsStore:
         return self.root / "heads" / job_id
 
     def ensure_writable(self) -> None:
+        """Check that the store can be written (one line if not), and remove the temporary files a killed
+        writer left in `records/` (every run, pool and Slurm submission starts here)."""
         try:
             self.records_dir.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-test-{os.getpid()}"
@@ -66,6 +68,7 @@ class ResultsStore:
             raise ResultsError(
                 f"results directory {self.root} is not writable ({err.strerror}); pass --results with a writable folder"
             ) from None
+        self.remove_stale_temporaries()
 
     def lock(self, timeout: float = -1) -> FileLock:
         self.root.mkdir(parents=True, exist_ok=True)

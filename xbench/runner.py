@@ -202,7 +202,6 @@ class Runner:
                     read_record(self.store.path(job.job_id))
                 except DamagedRecord:
                     pass  # run_one warns and runs the job again
-        self.store.remove_stale_temporaries()
         summary = RunSummary(jobs=jobs)
         say(f"xbench: {len(jobs)} job(s); backbone {self.backbone.name} (weights: {self.backbone.weights_label}); "
             f"profile {self.profile}; device {self.device}; results in {self.store.root}")

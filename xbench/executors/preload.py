@@ -1,8 +1,9 @@
 """Imported once by the fork server that starts xbench's worker and rank processes.
 
-Loading every registry (built-ins and plugins' entry points) here means each process forked
-from the server starts with torch, the methods, metrics, datasets and backbones already imported,
-instead of paying several seconds of imports per process (see `distributed.mp_context`).
+Loading every registry here (the built-ins, and the names of installed plugins' entry points:
+plugins themselves are imported only when named) means each process forked from the server starts
+with torch, the methods, metrics, datasets and backbones already imported, instead of paying
+several seconds of imports per process (see `distributed.mp_context`).
 """
 from __future__ import annotations
 
