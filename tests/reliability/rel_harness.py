@@ -13,6 +13,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,11 +89,14 @@ def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None =
 def finish(handle, timeout: float = 180) -> Result:
     p, out, err = handle
     p.join(timeout)
-    if p.is_alive():
-        p.kill()
-        p.join()
-        raise AssertionError(f"xbench did not finish in {timeout} s; stderr: {_read(err)[-2000:]}")
-    return Result(int(p.exitcode), _read(out), _read(err))
+    try:
+        if p.is_alive():
+            p.kill()
+            p.join()
+            raise AssertionError(f"xbench did not finish in {timeout} s; stderr: {_read(err)[-2000:]}")
+        return Result(int(p.exitcode), _read(out), _read(err))
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
 
 
 def cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 180, cwd: Path | None = None) -> Result:

@@ -13,6 +13,7 @@ almost validate). A record that validates must also be readable by the leaderboa
 """
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import signal
@@ -121,6 +122,7 @@ def _template(name: str) -> Path:
         from fixtures_pets_cars import make_pets
 
         d = Path(tempfile.mkdtemp(prefix=f"xbench-fuzz-{name}-"))
+        atexit.register(shutil.rmtree, d, True)
         {"cub": lambda: make_cub(d, n_classes=2, per_class=2, seg="none"), "pets": lambda: make_pets(d),
          "funnybirds": lambda: make_funnybirds(d)}[name]()
         _TEMPLATES[name] = d
