@@ -46,7 +46,7 @@ def test_check_missing_data_is_one_line(tmp_path, capsys):
 def test_check_synthbirds_prints_counts(capsys):
     assert main(["data", "check", "synthbirds"]) == 0
     out = capsys.readouterr().out
-    assert "train: 2000 images, 50 of 50 classes" in out and "test: 500 images" in out
+    assert "train: 5000 images, 50 of 50 classes" in out and "test: 500 images" in out
 
 
 def test_fetch_account_gated_sets_print_instructions(tmp_path, capsys):
