@@ -1,4 +1,4 @@
-"""The Python example of docs/api.md runs as written (after a tiny `xbench run` in the working folder)."""
+"""The Python example of the README (also in docs/api.md) runs as written (after a tiny `xbench run`)."""
 from __future__ import annotations
 
 import re
@@ -10,12 +10,17 @@ from api_fixtures import run_values, synthbirds
 from xbench.config import build_config
 from xbench.runner import Runner
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
+API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
-def doc_example() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+def doc_example(doc: Path = DOC) -> str:
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
     return next(b for b in blocks if b.startswith("# api_example.py"))
+
+
+def test_readme_and_api_doc_show_the_same_example():
+    assert doc_example(DOC) == doc_example(API_DOC)
 
 
 def test_api_example_runs(tmp_path, monkeypatch, capsys):
