@@ -50,6 +50,7 @@ def page(tmp_path_factory):
     return tmp, out / "leaderboard.html"
 
 
+@pytest.mark.browser
 def test_page_in_chromium(page):
     tmp, html = page
     rep = open_page(html, CHECKS, tmp)
@@ -65,6 +66,7 @@ def test_page_in_chromium(page):
     assert s["pubWithOwner"] is True
 
 
+@pytest.mark.browser
 def test_check_fails_on_broken_javascript_images_and_injection(page):
     """The same checks on a damaged copy of the page: each fault must be caught (the check can fail)."""
     tmp, html = page
