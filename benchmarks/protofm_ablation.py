@@ -9,7 +9,8 @@ the most used prototype). Example (the quickstart setting):
     python benchmarks/protofm_ablation.py --cache /tmp/me/cache --profile quickstart
 
 `--set key=value` overrides any ProtoFM parameter (both runs); `--seeds 0 1 2`
-repeats over seeds.
+repeats over seeds. With `--profile quickstart` the method's and the dataset's
+quickstart overrides apply, as in `xbench run` on the weight-free backbone.
 """
 from __future__ import annotations
 
@@ -88,8 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     for kv in args.set:
         k, v = kv.split("=", 1)
         base[k] = v
-    ds, ex, train, test, info = prepare(args.dataset, json.loads(args.options), args.backbone, args.weights,
-                                        args.cache, args.device)
+    options = json.loads(args.options)
+    if args.profile == "quickstart":  # the dataset's quickstart overrides, as the runner applies them
+        from xbench.registry import DATASETS
+
+        options = dict(getattr(DATASETS.get(args.dataset).obj, "quickstart", {}) or {}) | options
+    ds, ex, train, test, info = prepare(args.dataset, options, args.backbone, args.weights, args.cache, args.device)
     for seed in args.seeds:
         for name, extra in (("with alignment", {}), ("without alignment", {"w_align": 0.0})):
             r = train_and_measure(ds, ex, train, test, info, base | extra, seed, args.device, show_progress=True)
