@@ -9,6 +9,14 @@ from typing import Any, Callable
 
 from . import testhooks
 
+_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
+
+def _plain_mode(tmp: str) -> None:
+    """mkstemp creates 0600 files; give the result the mode a plain open() would (0666 & ~umask)."""
+    os.chmod(tmp, 0o666 & ~_UMASK)
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write_with(path, lambda f: f.write(data))
@@ -32,6 +40,7 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[Any], Any]) -> 
             writer(f)
             f.flush()
             os.fsync(f.fileno())
+        _plain_mode(tmp)
         testhooks.point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
@@ -58,6 +67,7 @@ def atomic_save(path: str | os.PathLike, save: Callable[[str], Any]) -> None:
     os.close(fd)
     try:
         save(tmp)
+        _plain_mode(tmp)
         testhooks.point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
