@@ -43,8 +43,10 @@ FUNNYBIRDS_AGGREGATES = ["completeness", "correctness", "contrastivity", "mean_e
 
 
 def mpl_text(text: object) -> str:
-    """A string from a results file as literal matplotlib text ('$' would start mathtext)."""
-    return str(text).replace("$", r"\$")
+    """A string from a results file as literal matplotlib text: '$' would start mathtext, and control
+    characters (other than newline) have no glyph, so they are shown as '?'."""
+    s = "".join(c if c == "\n" or c.isprintable() else "?" for c in str(text))
+    return s.replace("$", r"\$")
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
