@@ -41,6 +41,7 @@ from xbench.progress import progress
 
 _DILATION = 5          # 5x5 max-pool, stride 1
 _BATCH_ELEMENTS = 1 << 24   # one-hot masks per batch: 16 MB of uint8 (64 MB as float32 for the count)
+_MAX_BITS = 10              # bit-mask path up to 10 units: 1024 patterns x cells per image in the bincount
 
 
 @dataclass
@@ -89,14 +90,61 @@ def dilate(masks: np.ndarray, size: int = _DILATION) -> np.ndarray:
 
 
 def cells_of_maps(part_maps: np.ndarray, unit_ids: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
-    """float32 [B, U, h*w]: pixels of each unit's dilated mask per token cell, for part maps [B, H, W]."""
+    """float32 [B, U, h*w]: pixels of each unit's dilated mask per token cell, for part maps [B, H, W].
+
+    With at most `_MAX_BITS` units and small non-negative labels this runs on one bit-mask map (bit k =
+    unit k present): the 5 x 5 dilation is an OR over shifted copies (separable), and the counts are one
+    bincount over (cell, dilated bit pattern) followed by a [patterns x units] product; about 6x faster
+    than dilating U one-hot masks. Otherwise, or for other label values, the one-hot path (same
+    numbers; tested against each other)."""
     part_maps = np.asarray(part_maps)
+    ids = np.asarray(unit_ids).reshape(-1)
+    small = part_maps.size and part_maps.min() >= 0 and part_maps.max() < (1 << 16)
+    if len(ids) <= _MAX_BITS and small and (ids >= 0).all():
+        return _cells_of_maps_bits(part_maps, ids, grid)
+    return _cells_of_maps_onehot(part_maps, ids, grid)
+
+
+def _cells_of_maps_onehot(part_maps: np.ndarray, unit_ids: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
     b, height, width = part_maps.shape
     ids = np.asarray(unit_ids).reshape(1, -1, 1, 1)
     dil = dilate((part_maps[:, None, :, :] == ids).view(np.uint8))
     rows, cols = axis_cells(height, width, grid)
     counts = rows.T @ torch.from_numpy(dil).float() @ cols          # [B, U, h, w]; exact integers
     return counts.reshape(b, ids.shape[1], grid[0] * grid[1])
+
+
+def _or_dilate(bits: np.ndarray, axis: int, radius: int) -> np.ndarray:
+    """OR of `bits` shifted by -radius..radius along `axis`, zero outside (a max-pool of a bit mask)."""
+    out = bits.copy()
+    n = bits.shape[axis]
+    for s in range(1, min(radius, n - 1) + 1):
+        lo = [slice(None)] * bits.ndim
+        hi = [slice(None)] * bits.ndim
+        lo[axis], hi[axis] = slice(s, None), slice(None, n - s)
+        out[tuple(lo)] |= bits[tuple(hi)]
+        out[tuple(hi)] |= bits[tuple(lo)]
+    return out
+
+
+def _cells_of_maps_bits(part_maps: np.ndarray, unit_ids: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
+    b, height, width = part_maps.shape
+    u_n, k = len(unit_ids), grid[0] * grid[1]
+    lut = np.zeros(int(max(part_maps.max(), unit_ids.max(initial=0))) + 1, dtype=np.uint16)
+    for j, u in enumerate(unit_ids):
+        lut[int(u)] |= np.uint16(1 << j)
+    radius = _DILATION // 2
+    bits = _or_dilate(_or_dilate(lut[part_maps], 2, radius), 1, radius)      # [B, H, W] dilated bit masks
+    present = np.flatnonzero(np.bincount(bits.reshape(-1), minlength=1 << u_n))  # the patterns that occur
+    compact = np.zeros(1 << u_n, dtype=np.int64)
+    compact[present] = np.arange(len(present))
+    p_n = len(present)
+    cell = cell_index(height, width, grid).numpy().reshape(height, width).astype(np.int64)
+    key = (np.arange(b, dtype=np.int64)[:, None, None] * k + cell[None]) * p_n + compact[bits]
+    hist = np.bincount(key.reshape(-1), minlength=b * k * p_n).reshape(b, k, p_n)
+    has = ((present[:, None] >> np.arange(u_n)[None, :]) & 1).astype(np.float64)  # [P, U]
+    counts = torch.from_numpy(hist.astype(np.float64) @ has)                 # [B, K, U]; exact integers
+    return counts.transpose(1, 2).float().contiguous()
 
 
 def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_progress: bool = False) -> UnitCells:

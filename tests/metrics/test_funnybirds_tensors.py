@@ -311,3 +311,27 @@ def test_background_independence_by_hand():
                             labels=torch.tensor([0, 1]), num_parts=5)
     r = background_independence(il)
     assert (r.objects, r.relevant) == (3, 1) and r.value == pytest.approx(1 - 1 / 3)
+
+
+def test_bitmask_cell_counts_equal_the_one_hot_dilation_on_random_maps():
+    """The fast path (one bit per unit, OR-dilation, one bincount) counts exactly what dilating each unit's
+    one-hot mask counts, including labels that are no unit, units absent from an image, and grids that do
+    not divide the image."""
+    import numpy as np
+    import torch
+
+    from xbench.metrics.funnybirds import masks as M
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(3, 40, 2))
+        grid = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+        maps = rng.integers(0, 9, (int(rng.integers(1, 4)), h, w))
+        ids = np.sort(rng.choice(np.arange(0, 11), int(rng.integers(1, 9)), replace=False))
+        fast = M._cells_of_maps_bits(maps, ids, grid)
+        ref = M._cells_of_maps_onehot(maps, ids, grid)
+        assert torch.equal(fast, ref)
+    # the public function takes the fast path for small label sets and the one-hot path otherwise
+    maps = rng.integers(0, 20, (2, 12, 12))
+    assert torch.equal(M.cells_of_maps(maps, np.arange(1, 15), (3, 3)),
+                       M._cells_of_maps_onehot(maps, np.arange(1, 15), (3, 3)))
