@@ -192,6 +192,8 @@ class FeatureCache:
             if match is None or match in text:
                 shutil.rmtree(e["path"], ignore_errors=True)
                 n += 1
+        if match is None:  # derived annotations stored beside the tokens (FunnyBirds unit masks)
+            shutil.rmtree(self.root / "annotations", ignore_errors=True)
         return n
 
     # writing ------------------------------------------------------------------------

@@ -70,8 +70,10 @@ class PartHits:
 def part_cells(ctx: EvalContext, grid: int) -> PartCells:
     """Dilated part-slot masks of the test images, as token cells of a grid x grid map."""
     from xbench.metrics.funnybirds.masks import unit_cells
+    from xbench.metrics.funnybirds.suite import cache_root
 
-    uc = unit_cells(ctx.dataset, "test", (grid, grid), show_progress=ctx.show_progress)
+    uc = unit_cells(ctx.dataset, "test", (grid, grid), show_progress=ctx.show_progress,
+                    cache_root=cache_root(ctx))
     touched = uc.weights[:, :uc.num_parts] > 0
     return PartCells(touched=touched, presence=touched.any(dim=2))
 

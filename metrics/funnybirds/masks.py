@@ -28,14 +28,18 @@ Background objects j >= num_objects(i) of an image are padding (`valid` False).
 """
 from __future__ import annotations
 
+import hashlib
 import threading
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from xbench.atomic import atomic_save
 from xbench.data.base import Dataset
 from xbench.progress import progress
 
@@ -190,22 +194,67 @@ _SHARED: dict[tuple, UnitCells] = {}
 _LOCK = threading.Lock()
 
 
-def unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_progress: bool = False) -> UnitCells:
-    """`build_unit_cells`, shared by every job of this process on the same dataset content and grid.
+def unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_progress: bool = False,
+               cache_root: str | Path | None = None) -> UnitCells:
+    """`build_unit_cells`, shared by every job of this process on the same dataset content and grid, and,
+    with `cache_root` (the feature cache's folder), by every process: the masks are a function of the
+    dataset alone, so they are stored once beside the cached tokens (`annotations/unitcells-<key>.npz`,
+    written atomically; an unreadable or mismatching file is rebuilt) and a Slurm array task or a second
+    `xbench run` reads them instead of rendering every part map again.
 
-    The key is the dataset's fingerprint (name, version, options) plus its root, so
-    two methods scored on one dataset read the part maps once.
+    The key is the dataset's fingerprint (name, version, options, annotation digest) plus its root, the
+    split, the grid and this module's mask recipe (dilation size and format version).
     """
     key = (repr(sorted(dataset.fingerprint().items())), str(getattr(dataset, "root", None)), split, tuple(grid))
     with _LOCK:
         hit = _SHARED.get(key)
     if hit is None:
-        hit = build_unit_cells(dataset, split, grid, show_progress)
+        path = _disk_path(cache_root, key) if cache_root is not None else None
+        hit = _load(path, len(dataset.split(split)), len(dataset.part_names), grid) if path else None
+        if hit is None:
+            hit = build_unit_cells(dataset, split, grid, show_progress)
+            if path is not None:
+                _save(path, hit)
         with _LOCK:
             if len(_SHARED) >= 8:   # a handful of datasets per process at most
                 _SHARED.pop(next(iter(_SHARED)))
             _SHARED[key] = hit
     return hit
+
+
+_DISK_VERSION = "unitcells-v1"
+
+
+def _disk_path(cache_root: str | Path, key: tuple) -> Path:
+    digest = hashlib.blake2b(repr((_DISK_VERSION, _DILATION, key)).encode("utf-8"), digest_size=12).hexdigest()
+    return Path(cache_root) / "annotations" / f"unitcells-{digest}.npz"
+
+
+def _save(path: Path, uc: UnitCells) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, weights=uc.weights.numpy().astype(np.int32), pixels=uc.pixels.numpy().astype(np.int32),
+                     valid=uc.valid.numpy(), num_parts=np.int64(uc.num_parts), grid=np.asarray(uc.grid, np.int64))
+    try:
+        atomic_save(path, write)
+    except OSError:   # a read-only cache: the masks are simply rebuilt next time
+        pass
+
+
+def _load(path: Path, n: int, num_parts: int, grid: tuple[int, int]) -> UnitCells | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            weights, pixels, valid = z["weights"], z["pixels"], z["valid"]
+            ok = (int(z["num_parts"]) == num_parts and tuple(z["grid"].tolist()) == tuple(grid)
+                  and weights.ndim == 3 and weights.shape[0] == n and weights.shape[2] == grid[0] * grid[1]
+                  and pixels.shape == (n, weights.shape[2]) and valid.shape == weights.shape[:2])
+            if not ok:
+                return None
+            return UnitCells(weights=torch.from_numpy(weights.astype(np.float64)),
+                             pixels=torch.from_numpy(pixels.astype(np.float64)),
+                             valid=torch.from_numpy(valid.astype(bool)), num_parts=num_parts, grid=tuple(grid))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def clear_shared() -> None:

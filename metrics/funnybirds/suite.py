@@ -104,7 +104,12 @@ class SuiteResult:
 
 def _cells(ctx: EvalContext, grid: tuple[int, int]) -> UnitCells:
     return ctx.memo(f"funnybirds:masks:{grid[0]}x{grid[1]}",
-                    lambda: unit_cells(ctx.dataset, "test", grid, ctx.show_progress))
+                    lambda: unit_cells(ctx.dataset, "test", grid, ctx.show_progress, cache_root=cache_root(ctx)))
+
+
+def cache_root(ctx: EvalContext):
+    """The feature cache's folder (unit masks are stored beside the tokens), or None without a cache."""
+    return getattr(getattr(ctx.extractor, "cache", None), "root", None)
 
 
 def explained_importance(ctx: EvalContext, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, UnitCells]:

@@ -335,3 +335,45 @@ def test_bitmask_cell_counts_equal_the_one_hot_dilation_on_random_maps():
     maps = rng.integers(0, 20, (2, 12, 12))
     assert torch.equal(M.cells_of_maps(maps, np.arange(1, 15), (3, 3)),
                        M._cells_of_maps_onehot(maps, np.arange(1, 15), (3, 3)))
+
+
+def test_unit_masks_are_stored_beside_the_cache_and_read_back_by_another_process(tmp_path, monkeypatch):
+    """The masks are built once per dataset content: a second process (the memo cleared) reads the file;
+    a damaged file is rebuilt, never trusted."""
+    import torch
+
+    from xbench.data.synthbirds import SynthBirds
+    from xbench.metrics.funnybirds import masks as M
+
+    ds = SynthBirds(num_classes=4, train_per_class=1, test_per_class=3, resolution=64)
+    M.clear_shared()
+    first = M.unit_cells(ds, "test", (4, 4), cache_root=tmp_path)
+    files = list((tmp_path / "annotations").glob("unitcells-*.npz"))
+    assert len(files) == 1
+
+    built = []
+    real_build = M.build_unit_cells
+    monkeypatch.setattr(M, "build_unit_cells", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    M.clear_shared()
+    again = M.unit_cells(ds, "test", (4, 4), cache_root=tmp_path)
+    assert built == []                                   # read from disk, nothing rendered
+    for name in ("weights", "pixels", "valid"):
+        assert torch.equal(getattr(first, name), getattr(again, name))
+    assert again.num_parts == first.num_parts and again.grid == first.grid
+
+    files[0].write_bytes(b"not a zip")                   # damaged: rebuilt and rewritten
+    M.clear_shared()
+    rebuilt = M.unit_cells(ds, "test", (4, 4), cache_root=tmp_path)
+    assert built == [1] and torch.equal(rebuilt.weights, first.weights)
+    M.clear_shared()
+    M.unit_cells(ds, "test", (4, 4), cache_root=tmp_path)
+    assert built == [1]                                  # the rewritten file is good
+
+    other = SynthBirds(num_classes=4, train_per_class=1, test_per_class=2, resolution=64)  # other content
+    M.clear_shared()
+    M.unit_cells(other, "test", (4, 4), cache_root=tmp_path)
+    assert built == [1, 1] and len(list((tmp_path / "annotations").glob("*.npz"))) == 2
+    from xbench.cache import FeatureCache
+
+    FeatureCache(tmp_path).clear()                       # `xbench cache clear` drops them too
+    assert not (tmp_path / "annotations").exists()
