@@ -28,9 +28,11 @@ Background objects j >= num_objects(i) of an image are padding (`valid` False).
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,16 +179,31 @@ def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_p
         pixels[idx] = torch.bincount(cell_index(height, width, grid), minlength=k).double()
         pending.clear()
 
-    with progress(total=n, desc=f"part masks {split}", enabled=show_progress, unit="img") as bar:
-        for i in range(n):
-            pm = np.asarray(sp.part_map(i))
-            if pending and pending[0][1].shape != pm.shape:
-                flush()
-            pending.append((i, pm))
-            if len(pending) * units * pm.size >= _BATCH_ELEMENTS:
-                flush()
-            bar.update(1)
-        flush()
+    # splits that declare it (synthbirds renders its maps) are read on torch's thread count, a window of
+    # images ahead of the mask counting; the others in order
+    threads = torch.get_num_threads() if getattr(sp, "thread_safe_part_maps", False) else 1
+    with ThreadPoolExecutor(max_workers=max(threads, 1)) as pool:
+        def read_all():
+            if threads <= 1:
+                yield from (np.asarray(sp.part_map(i)) for i in range(n))
+                return
+            ahead: collections.deque = collections.deque()
+            for i in range(n):   # keep a window of renders in flight while the caller counts masks
+                ahead.append(pool.submit(lambda j: np.asarray(sp.part_map(j)), i))
+                if len(ahead) > 64:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+
+        with progress(total=n, desc=f"part masks {split}", enabled=show_progress, unit="img") as bar:
+            for i, pm in enumerate(read_all()):
+                if pending and pending[0][1].shape != pm.shape:
+                    flush()
+                pending.append((i, pm))
+                if len(pending) * units * pm.size >= _BATCH_ELEMENTS:
+                    flush()
+                bar.update(1)
+            flush()
     return UnitCells(weights=weights, pixels=pixels, valid=valid, num_parts=num_parts, grid=tuple(grid))
 
 

@@ -50,7 +50,7 @@ def fb_object_colour(j: int) -> RGB:
 class Rendered:
     """One render of one image (or intervention)."""
 
-    image: np.ndarray                          # uint8 [H, W, 3]
+    image: np.ndarray | None                   # uint8 [H, W, 3] (None when only maps were asked for)
     part_map: np.ndarray | None = None         # int32 [H, W]
     keypoints: np.ndarray | None = None        # float32 [P, 3] (x, y, visible)
     fg_mask: np.ndarray | None = None          # bool [H, W]: body and visible parts
@@ -205,11 +205,13 @@ def render(
     *,
     maps: bool = True,
     funnybirds: bool = False,
+    image: bool = True,
 ) -> Rendered:
     """Rasterise `lay` drawing only the slots in `keep_mask` and the distractors not in `removed_objects`.
 
     `keep_mask` is intersected with the slots present in the scene. With
-    ``maps=False`` only the RGB image is produced (fastest).
+    ``maps=False`` only the RGB image is produced (fastest); with
+    ``image=False`` only the maps (the colour gather is skipped).
     """
     keep = keep_mask & ~lay.scene.removed_mask
     res = lay.res
@@ -222,12 +224,14 @@ def render(
         for coords, fill, outline in layer.polys:
             polygon(coords, fill=fill, outline=outline)
     paint = np.asarray(canvas)
-    # one gather of packed RGBA: backdrop ramp where nothing was drawn, the paint's colour elsewhere
-    idx = paint.astype(np.uint16)
-    idx += 256
-    np.copyto(idx, lay.backdrop_index, where=paint == 0)
-    image = np.ascontiguousarray(lay.colour_lut[idx].view(np.uint8).reshape(res, res, 4)[..., :3])
-    out = Rendered(image=image)
+    rgb = None
+    if image:
+        # one gather of packed RGBA: backdrop ramp where nothing was drawn, the paint's colour elsewhere
+        idx = paint.astype(np.uint16)
+        idx += 256
+        np.copyto(idx, lay.backdrop_index, where=paint == 0)
+        rgb = np.ascontiguousarray(lay.colour_lut[idx].view(np.uint8).reshape(res, res, 4)[..., :3])
+    out = Rendered(image=rgb)
     if maps:
         part_map = lay.label[paint]
         out.part_map = part_map
