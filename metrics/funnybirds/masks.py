@@ -28,11 +28,11 @@ Background objects j >= num_objects(i) of an image are padding (`valid` False).
 """
 from __future__ import annotations
 
-import collections
 import hashlib
+import multiprocessing as mp
+import os
 import threading
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +47,10 @@ from xbench.progress import progress
 
 _DILATION = 5          # 5x5 max-pool, stride 1
 _BATCH_ELEMENTS = 1 << 24   # one-hot masks per batch: 16 MB of uint8 (64 MB as float32 for the count)
-_MAX_BITS = 10              # bit-mask path up to 10 units: 1024 patterns x cells per image in the bincount
+_MAX_BITS = 10              # bit-mask path up to 10 units (a 1024-entry spreading table)
+_BATCH_BITS = 1 << 21       # pixels per counting batch on the bit-mask path (about 32 images of 256 px)
+_CHUNK = 32                 # images per task of the parallel build
+_PARALLEL_MIN_IMAGES = 128  # smaller splits are counted in-process (forking costs more than it saves)
 
 
 @dataclass
@@ -98,16 +101,14 @@ def dilate(masks: np.ndarray, size: int = _DILATION) -> np.ndarray:
 def cells_of_maps(part_maps: np.ndarray, unit_ids: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
     """float32 [B, U, h*w]: pixels of each unit's dilated mask per token cell, for part maps [B, H, W].
 
-    With at most `_MAX_BITS` units and small non-negative labels this runs on one bit-mask map (bit k =
-    unit k present): the 5 x 5 dilation is an OR over shifted copies (separable), and the counts are one
-    bincount over (cell, dilated bit pattern) followed by a [patterns x units] product; about 6x faster
-    than dilating U one-hot masks. Otherwise, or for other label values, the one-hot path (same
-    numbers; tested against each other)."""
+    With at most `_MAX_BITS` units this runs on one bit-mask map per image (`unit_bits`, then
+    `cells_of_bits`); otherwise on one-hot masks (same numbers; tested against each other)."""
     part_maps = np.asarray(part_maps)
     ids = np.asarray(unit_ids).reshape(-1)
-    small = part_maps.size and part_maps.min() >= 0 and part_maps.max() < (1 << 16)
-    if len(ids) <= _MAX_BITS and small and (ids >= 0).all():
-        return _cells_of_maps_bits(part_maps, ids, grid)
+    if len(ids) <= _MAX_BITS:
+        bits = np.stack([unit_bits(m, ids) for m in part_maps]) if len(part_maps) else \
+            np.zeros(part_maps.shape, np.uint16)
+        return cells_of_bits(bits, len(ids), grid)
     return _cells_of_maps_onehot(part_maps, ids, grid)
 
 
@@ -118,6 +119,35 @@ def _cells_of_maps_onehot(part_maps: np.ndarray, unit_ids: np.ndarray, grid: tup
     rows, cols = axis_cells(height, width, grid)
     counts = rows.T @ torch.from_numpy(dil).float() @ cols          # [B, U, h, w]; exact integers
     return counts.reshape(b, ids.shape[1], grid[0] * grid[1])
+
+
+def unit_bits(index: np.ndarray, unit_ids: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+    """uint16 [H, W]: bit j set where the pixel's label is ``unit_ids[j]`` (at most 16 units).
+
+    The labels are ``table[index]`` (a palette, `Split.part_map_indexed`) or ``index`` itself; either way
+    this is one gather through a small table of bits, never a full-size label map."""
+    ids = np.asarray(unit_ids).reshape(-1)
+    if len(ids) > 16:
+        raise ValueError(f"unit_bits holds at most 16 units; got {len(ids)}")
+    labels = np.asarray(index if table is None else table)
+    if labels.size == 0:
+        return np.zeros(np.shape(index), np.uint16)
+    lo, hi = int(labels.min()), int(labels.max())
+    if table is None and (lo < 0 or hi >= (1 << 16)):   # labels a small table cannot index
+        out = np.zeros(labels.shape, np.uint16)
+        for j, u in enumerate(ids):
+            out[labels == u] |= np.uint16(1 << j)
+        return out
+    if table is None:
+        lut = np.zeros(hi + 1, np.uint16)
+        for j, u in enumerate(ids):
+            if 0 <= u <= hi:
+                lut[int(u)] |= np.uint16(1 << j)
+    else:
+        lut = np.zeros(labels.shape, np.uint16)
+        for j, u in enumerate(ids):
+            lut[labels == u] |= np.uint16(1 << j)
+    return lut[index]
 
 
 def _or_dilate(bits: np.ndarray, axis: int, radius: int) -> np.ndarray:
@@ -133,28 +163,107 @@ def _or_dilate(bits: np.ndarray, axis: int, radius: int) -> np.ndarray:
     return out
 
 
-def _cells_of_maps_bits(part_maps: np.ndarray, unit_ids: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
-    b, height, width = part_maps.shape
-    u_n, k = len(unit_ids), grid[0] * grid[1]
-    lut = np.zeros(int(max(part_maps.max(), unit_ids.max(initial=0))) + 1, dtype=np.uint16)
-    for j, u in enumerate(unit_ids):
-        lut[int(u)] |= np.uint16(1 << j)
+def _runs(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start of each run, its cell id) of a non-decreasing pixel -> cell sequence."""
+    start = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
+    return start, cells[start]
+
+
+def cells_of_bits(bits: np.ndarray, n_units: int, grid: tuple[int, int]) -> torch.Tensor:
+    """float32 [B, U, h*w]: per token cell, the pixels of each unit's 5 x 5-dilated mask, from bit masks
+    [B, H, W] (`unit_bits`).
+
+    The dilation is an OR over shifted copies (separable). The counting is SIMD-within-a-register: a table
+    spreads each pixel's bit pattern into one field per unit of a uint64 (fields just wide enough for the
+    longest run of pixels in one cell column), so one sum over each cell's column run counts every unit at
+    once; the fields are then split and summed over each cell's row run. Exact integer counts."""
+    bits = np.asarray(bits, dtype=np.uint16)
+    b, height, width = bits.shape
+    gh, gw = grid
     radius = _DILATION // 2
-    bits = _or_dilate(_or_dilate(lut[part_maps], 2, radius), 1, radius)      # [B, H, W] dilated bit masks
-    present = np.flatnonzero(np.bincount(bits.reshape(-1), minlength=1 << u_n))  # the patterns that occur
-    compact = np.zeros(1 << u_n, dtype=np.int64)
-    compact[present] = np.arange(len(present))
-    p_n = len(present)
-    cell = cell_index(height, width, grid).numpy().reshape(height, width).astype(np.int64)
-    key = (np.arange(b, dtype=np.int64)[:, None, None] * k + cell[None]) * p_n + compact[bits]
-    hist = np.bincount(key.reshape(-1), minlength=b * k * p_n).reshape(b, k, p_n)
-    has = ((present[:, None] >> np.arange(u_n)[None, :]) & 1).astype(np.float64)  # [P, U]
-    counts = torch.from_numpy(hist.astype(np.float64) @ has)                 # [B, K, U]; exact integers
-    return counts.transpose(1, 2).float().contiguous()
+    bits = _or_dilate(_or_dilate(bits, 2, radius), 1, radius)
+    idx = cell_index(height, width, grid).numpy().reshape(height, width)
+    r_start, r_cell = _runs(idx[:, 0] // gw)
+    c_start, c_cell = _runs(idx[0, :] % gw)
+    width_bits = int(np.diff(np.r_[c_start, width]).max()).bit_length()
+    per_word = 64 // width_bits
+    mask = np.uint64((1 << width_bits) - 1)
+    patterns = np.arange(1 << n_units, dtype=np.uint64) if n_units else np.zeros(1, np.uint64)
+    out = np.zeros((b, n_units, gh, gw), dtype=np.float32)
+    for first in range(0, n_units, per_word):
+        units = range(first, min(n_units, first + per_word))
+        spread = np.zeros(len(patterns), dtype=np.uint64)
+        for f, u in enumerate(units):
+            spread |= ((patterns >> np.uint64(u)) & np.uint64(1)) << np.uint64(f * width_bits)
+        packed = np.add.reduceat(spread[bits], c_start, axis=2)              # [B, H, runs of columns]
+        fields = np.stack([(packed >> np.uint64(f * width_bits)) & mask for f in range(len(units))])
+        counts = np.add.reduceat(fields, r_start, axis=2, dtype=np.uint64)  # [u, B, runs of rows, runs of cols]
+        out[:, first:first + len(units)][:, :, r_cell[:, None], c_cell[None, :]] = \
+            counts.transpose(1, 0, 2, 3).astype(np.float32)
+    return torch.from_numpy(out.reshape(b, n_units, gh * gw))
 
 
-def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_progress: bool = False) -> UnitCells:
-    """The `UnitCells` of every image of `split` (part maps read once, in batches of equal size)."""
+def _count_images(sp, indices: np.ndarray, unit_ids: np.ndarray, grid: tuple[int, int]) -> list[tuple]:
+    """``[(indices, float32 [n, U, h*w] counts, (H, W)), ...]`` for images `indices` of split `sp`, counted
+    in batches of equal image size (the one code path of the serial and the parallel build)."""
+    as_bits = len(unit_ids) <= _MAX_BITS
+    batch = _BATCH_BITS if as_bits else _BATCH_ELEMENTS // max(len(unit_ids), 1)
+    out: list[tuple] = []
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if pending:
+            maps = np.stack([m for _, m in pending])
+            counted = (cells_of_bits(maps, len(unit_ids), grid) if as_bits
+                       else _cells_of_maps_onehot(maps, unit_ids, grid))
+            out.append((np.array([i for i, _ in pending]), counted.numpy(), maps.shape[1:]))
+            pending.clear()
+
+    for i in indices:
+        if as_bits:
+            index, table = sp.part_map_indexed(int(i))
+            pm = unit_bits(np.asarray(index), unit_ids, None if table is None else np.asarray(table))
+        else:
+            pm = np.asarray(sp.part_map(int(i)))
+        if pending and pending[0][1].shape != pm.shape:
+            flush()
+        pending.append((int(i), pm))
+        if len(pending) * pm.size >= batch:
+            flush()
+    flush()
+    return out
+
+
+_FORK_JOB: tuple | None = None   # (split, unit ids, grid) handed to forked workers by inheritance, not pickling
+
+
+def _count_in_worker(indices: np.ndarray) -> list[tuple]:
+    torch.set_num_threads(1)   # as DataLoader workers do: no intra-op pool in a forked child
+    sp, unit_ids, grid = _FORK_JOB  # type: ignore[misc]
+    return _count_images(sp, indices, unit_ids, grid)
+
+
+def _workers(n: int) -> int:
+    """Processes for the parallel build: torch's thread count (what the user allowed this job), at most
+    the CPUs this process may use; 0 (serial) for small splits, where `fork` is not available, or in a
+    daemonic process."""
+    if n < _PARALLEL_MIN_IMAGES or "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
+        return 0   # (a daemonic process, such as an `xbench run --workers` worker, may not have children)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    w = min(torch.get_num_threads(), cpus)
+    return w if w >= 2 else 0
+
+
+def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_progress: bool = False,
+                     workers: int | None = None) -> UnitCells:
+    """The `UnitCells` of every image of `split`: each part map read once (as unit bit masks when there are
+    at most `_MAX_BITS` units) and counted in batches.
+
+    Reading a part map is mostly Python (synthbirds rasterises it; FunnyBirds decodes a PNG), so a large
+    split is split into chunks counted by `workers` forked processes (default `_workers`: torch's thread
+    count, where `fork` exists and the split has at least `_PARALLEL_MIN_IMAGES` images); each returns only
+    its counts. The numbers are the same either way (tested)."""
+    global _FORK_JOB
     sp = dataset.split(split)
     n = len(sp)
     num_parts = len(dataset.part_names)
@@ -163,47 +272,38 @@ def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_p
     units = num_parts + max_obj
     unit_ids = np.arange(1, units + 1)
     k = grid[0] * grid[1]
-    weights = torch.zeros(n, units, k, dtype=torch.float64)
+    # filled with numpy while the workers run: a torch op here would wake torch's OpenMP threads, whose
+    # spin-waiting takes CPU from the workers
+    weights = np.zeros((n, units, k), dtype=np.float64)
+    shapes: dict[tuple[int, int], list[np.ndarray]] = {}
+
+    def store(results: list[tuple]) -> int:
+        for idx, counted, shape in results:
+            weights[idx] = counted
+            shapes.setdefault(tuple(shape), []).append(idx)
+        return sum(len(r[0]) for r in results)
+
+    w = _workers(n) if workers is None else int(workers)
+    chunks = np.array_split(np.arange(n), max(1, -(-n // _CHUNK))) if n else []
+    with progress(total=n, desc=f"part masks {split}", enabled=show_progress, unit="img") as bar:
+        if w >= 2:
+            _FORK_JOB = (sp, unit_ids, grid)
+            try:
+                with mp.get_context("fork").Pool(w) as pool:
+                    for results in pool.imap_unordered(_count_in_worker, chunks):
+                        bar.update(store(results))
+            finally:
+                _FORK_JOB = None
+        else:
+            for chunk in chunks:
+                bar.update(store(_count_images(sp, chunk, unit_ids, grid)))
     pixels = torch.zeros(n, k, dtype=torch.float64)
+    for (height, width), idx in shapes.items():
+        pixels[torch.as_tensor(np.concatenate(idx))] = torch.bincount(cell_index(height, width, grid),
+                                                                      minlength=k).double()
     valid = torch.ones(n, units, dtype=torch.bool)
     valid[:, num_parts:] = torch.arange(max_obj)[None, :] < torch.as_tensor(n_obj)[:, None]
-    pending: list[tuple[int, np.ndarray]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        idx = torch.as_tensor([i for i, _ in pending])
-        maps = np.stack([m for _, m in pending])
-        weights[idx] = cells_of_maps(maps, unit_ids, grid).double()
-        height, width = maps.shape[1:]
-        pixels[idx] = torch.bincount(cell_index(height, width, grid), minlength=k).double()
-        pending.clear()
-
-    # splits that declare it (synthbirds renders its maps) are read on torch's thread count, a window of
-    # images ahead of the mask counting; the others in order
-    threads = torch.get_num_threads() if getattr(sp, "thread_safe_part_maps", False) else 1
-    with ThreadPoolExecutor(max_workers=max(threads, 1)) as pool:
-        def read_all():
-            if threads <= 1:
-                yield from (np.asarray(sp.part_map(i)) for i in range(n))
-                return
-            ahead: collections.deque = collections.deque()
-            for i in range(n):   # keep a window of renders in flight while the caller counts masks
-                ahead.append(pool.submit(lambda j: np.asarray(sp.part_map(j)), i))
-                if len(ahead) > 64:
-                    yield ahead.popleft().result()
-            while ahead:
-                yield ahead.popleft().result()
-
-        with progress(total=n, desc=f"part masks {split}", enabled=show_progress, unit="img") as bar:
-            for i, pm in enumerate(read_all()):
-                if pending and pending[0][1].shape != pm.shape:
-                    flush()
-                pending.append((i, pm))
-                if len(pending) * units * pm.size >= _BATCH_ELEMENTS:
-                    flush()
-                bar.update(1)
-            flush()
+    weights = torch.from_numpy(weights)
     return UnitCells(weights=weights, pixels=pixels, valid=valid, num_parts=num_parts, grid=tuple(grid))
 
 
@@ -280,4 +380,4 @@ def clear_shared() -> None:
         _SHARED.clear()
 
 
-__all__ = ["UnitCells", "cell_index", "axis_cells", "dilate", "cells_of_maps", "build_unit_cells", "unit_cells", "clear_shared"]
+__all__ = ["UnitCells", "cell_index", "axis_cells", "dilate", "cells_of_maps", "unit_bits", "cells_of_bits", "build_unit_cells", "unit_cells", "clear_shared"]

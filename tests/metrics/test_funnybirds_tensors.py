@@ -328,7 +328,7 @@ def test_bitmask_cell_counts_equal_the_one_hot_dilation_on_random_maps():
         grid = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
         maps = rng.integers(0, 9, (int(rng.integers(1, 4)), h, w))
         ids = np.sort(rng.choice(np.arange(0, 11), int(rng.integers(1, 9)), replace=False))
-        fast = M._cells_of_maps_bits(maps, ids, grid)
+        fast = M.cells_of_maps(maps, ids, grid)
         ref = M._cells_of_maps_onehot(maps, ids, grid)
         assert torch.equal(fast, ref)
     # the public function takes the fast path for small label sets and the one-hot path otherwise
@@ -377,3 +377,46 @@ def test_unit_masks_are_stored_beside_the_cache_and_read_back_by_another_process
 
     FeatureCache(tmp_path).clear()                       # `xbench cache clear` drops them too
     assert not (tmp_path / "annotations").exists()
+
+
+def test_parallel_and_serial_mask_builds_equal_the_one_hot_definition():
+    """The forked build (chunks counted by two worker processes) and the in-process build give the same
+    counts, and both equal dilating each unit's one-hot mask of `part_map` (the SPEC's max-pool recipe)."""
+    import numpy as np
+    import torch
+
+    from xbench.data.synthbirds import SynthBirds
+    from xbench.metrics.funnybirds import masks as M
+
+    ds = SynthBirds(num_classes=5, train_per_class=1, test_per_class=4, resolution=72)
+    sp = ds.split("test")
+    for i in range(len(sp)):                      # the palette form is the part map
+        index, table = sp.part_map_indexed(i)
+        assert index.dtype == np.uint8 and np.array_equal(table[index], sp.part_map(i))
+    for grid in ((4, 4), (5, 7)):
+        serial = M.build_unit_cells(ds, "test", grid, workers=0)
+        forked = M.build_unit_cells(ds, "test", grid, workers=2)
+        maps = np.stack([sp.part_map(i) for i in range(len(sp))])
+        ref = M._cells_of_maps_onehot(maps, np.arange(1, serial.num_units + 1), grid).double()
+        for name in ("weights", "pixels", "valid"):
+            assert torch.equal(getattr(serial, name), getattr(forked, name))
+        assert torch.equal(serial.weights, ref)
+        assert serial.weights.sum() > 0
+
+
+def test_unit_bits_through_a_palette_equal_unit_bits_of_the_labels():
+    import numpy as np
+
+    from xbench.metrics.funnybirds.masks import unit_bits
+
+    rng = np.random.default_rng(1)
+    table = rng.integers(0, 12, 40)
+    index = rng.integers(0, 40, (9, 11)).astype(np.uint8)
+    ids = np.array([1, 3, 4, 11])
+    got = unit_bits(index, ids, table)
+    want = np.zeros((9, 11), np.uint16)
+    for j, u in enumerate(ids):
+        want[table[index] == u] |= 1 << j
+    assert np.array_equal(got, want) and np.array_equal(unit_bits(table[index], ids), want)
+    # labels no small table can index take the comparison path
+    assert np.array_equal(unit_bits(table[index].astype(np.int64) - 100, ids - 100), want)

@@ -61,6 +61,13 @@ class Split(abc.ABC):
         """int [H, W]: 0 background, 1..P part slots, P+1+j background object j."""
         raise self._no("part_map")
 
+    def part_map_indexed(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(index, table)`` with ``table[index] == part_map(i)``, or ``(part_map(i), None)``. Datasets
+        whose maps come from a palette (synthbirds' rasteriser) return the palette index and its label
+        table, so a consumer that maps labels through a table of its own (the FunnyBirds unit masks) skips
+        one full-resolution gather."""
+        return self.part_map(i), None
+
     def keypoints(self, i: int) -> np.ndarray:
         """float32 [K, 3]: (x, y, visible) per part keypoint, pixels; K = len(dataset.keypoint_names)."""
         raise self._no("keypoints")

@@ -198,6 +198,20 @@ def layout(scene: Scene, class_variants: np.ndarray, res: int) -> SceneLayers:
     )
 
 
+def rasterise(lay: SceneLayers, keep_mask: int, removed_objects: frozenset[int] = frozenset()) -> np.ndarray:
+    """uint8 [res, res] palette index of every pixel (0: nothing drawn): the one rasterisation every output
+    of `render` is a lookup into (``lay.label[paint]`` is the part map, ``lay.fg[paint]`` the fg mask)."""
+    keep = keep_mask & ~lay.scene.removed_mask
+    canvas = Image.new("L", (lay.res, lay.res), 0)
+    polygon = ImageDraw.Draw(canvas).polygon
+    for layer in lay.layers:
+        if (layer.slot >= 0 and not keep >> layer.slot & 1) or (layer.obj >= 0 and layer.obj in removed_objects):
+            continue
+        for coords, fill, outline in layer.polys:
+            polygon(coords, fill=fill, outline=outline)
+    return np.asarray(canvas)
+
+
 def render(
     lay: SceneLayers,
     keep_mask: int,
@@ -215,15 +229,7 @@ def render(
     """
     keep = keep_mask & ~lay.scene.removed_mask
     res = lay.res
-    canvas = Image.new("L", (res, res), 0)
-    draw = ImageDraw.Draw(canvas)
-    polygon = draw.polygon
-    for layer in lay.layers:
-        if (layer.slot >= 0 and not keep >> layer.slot & 1) or (layer.obj >= 0 and layer.obj in removed_objects):
-            continue
-        for coords, fill, outline in layer.polys:
-            polygon(coords, fill=fill, outline=outline)
-    paint = np.asarray(canvas)
+    paint = rasterise(lay, keep_mask, removed_objects)
     rgb = None
     if image:
         # one gather of packed RGBA: backdrop ramp where nothing was drawn, the paint's colour elsewhere
@@ -247,5 +253,5 @@ def render(
     return out
 
 
-__all__ = ["Rendered", "SceneLayers", "layout", "render", "FB_PART_COLOURS", "FB_BODY", "FB_BACKGROUND",
+__all__ = ["Rendered", "SceneLayers", "layout", "rasterise", "render", "FB_PART_COLOURS", "FB_BODY", "FB_BACKGROUND",
            "FB_MAX_OBJECTS", "fb_object_colour"]
