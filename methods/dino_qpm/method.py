@@ -90,6 +90,7 @@ class DinoQPMParams(ParamsBase):
     qp_solver: str = "highs"
     qp_time_limit: float = 300.0
     qp_mip_gap: float = 1e-4
+    qp_tabu_iterations: int = 4000
     # stage 3: sparse
     sparse_epochs: int = 25
     sparse_lr: float = 5e-3
@@ -176,7 +177,7 @@ class DinoQPM(Method):
         problem = build_problem(f.double().numpy(), labels.numpy(), p.n_select, p.n_per_class,
                                 n_classes=self.info.num_classes)
         sol = solve(problem, solver=p.qp_solver, time_limit=p.qp_time_limit, seed=ctx.seed,
-                    mip_rel_gap=p.qp_mip_gap)
+                    mip_rel_gap=p.qp_mip_gap, tabu_iterations=p.qp_tabu_iterations)
         log["qp"] = {**problem.summary(), **sol.to_record()}
         sel = torch.as_tensor(sol.selected, dtype=torch.long)
         fs = f[:, sel]
@@ -285,7 +286,7 @@ def _validate(p: DinoQPMParams, num_classes: int) -> None:
     for name in ("hidden_dim", "n_features", "dense_batch_size", "sparse_batch_size", "stats_batch_size"):
         if getattr(p, name) < 1:
             raise ConfigError(f"dino-qpm.{name}={getattr(p, name)}: must be at least 1")
-    for name in ("hidden_layers", "dense_epochs", "sparse_epochs"):
+    for name in ("hidden_layers", "dense_epochs", "sparse_epochs", "qp_tabu_iterations"):
         if getattr(p, name) < 0:
             raise ConfigError(f"dino-qpm.{name}={getattr(p, name)}: must be 0 or more")
     if not 0.0 <= p.dense_dropout < 1.0:

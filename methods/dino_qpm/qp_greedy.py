@@ -16,7 +16,8 @@ ties broken by lower feature index), so the program reduces to choosing
    selected values;
 3. iterated local search: local search also from the tau heuristic's set,
    then random multi-feature swaps ("kicks") of the best selection followed
-   by local search, kept when better (`solve_greedy`);
+   by local search, kept when better, then tabu search from the best
+   (`qp_tabu`; `solve_greedy`);
 4. duplicate repair of every candidate: classes that share the same feature
    set keep it for the class that would lose most by moving; the others
    move, in increasing order of their loss, to their next-best set (k-best
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .qp_problem import QPProblem, objective
+from .qp_tabu import tabu_search
 
 __all__ = [
     "GreedyResult",
@@ -219,16 +221,21 @@ def _kick(selected: np.ndarray, n_features: int, rng: np.random.Generator, max_k
 
 
 def solve_greedy(problem: QPProblem, time_limit: float | None = None, kicks: int = 200, seed: int = 0,
-                 max_kick: int = 10, max_swaps: int = 10_000) -> GreedyResult:
-    """Greedy, local search, then iterated local search; distinct class sets.
+                 max_kick: int = 10, max_swaps: int = 10_000, tabu_iterations: int = 4000) -> GreedyResult:
+    """Greedy, local search, iterated local search, then tabu search; distinct class sets.
 
     Local search runs from the greedy selection and from the tau heuristic's
     set (``problem.tau_set``); the better one is then perturbed ``kicks``
     times (iterated local search): swap a random 2..``max_kick`` selected
     features for random unselected ones (``numpy.random.default_rng(seed)``),
-    local search, keep the result if it is better. Every candidate is
-    duplicate-repaired and scored with `objective`. No new start or kick
-    begins after ``time_limit`` seconds (the first local search always runs).
+    local search, keep the result if it is better. Last, `qp_tabu.tabu_search`
+    runs ``tabu_iterations`` iterations from the best selection (at CUB scale
+    about 260 per second here; it finds about 1 point of objective more than
+    the kicks, where 1-swap descent is stuck). Every candidate is
+    duplicate-repaired and scored with `objective`. Budgets are counts, so the
+    result is reproducible; ``time_limit`` (seconds) only stops a phase early:
+    no new start or kick begins after it, and tabu search stops at it (the
+    first local search always runs).
     """
     t0 = time.perf_counter()
     deadline = None if time_limit is None else t0 + time_limit
@@ -259,6 +266,12 @@ def solve_greedy(problem: QPProblem, time_limit: float | None = None, kicks: int
             consider(_kick(best[1], problem.n_features, rng, min(max_kick, problem.n_select,
                                                                   problem.n_features - problem.n_select)))
     assert best is not None
+    if tabu_iterations > 0 and (deadline is None or time.perf_counter() < deadline):
+        found = tabu_search(problem, best[1], deadline=deadline, iterations=tabu_iterations, seed=seed)
+        Y, moved = repair_duplicates(problem, found.selected, best_assignment(problem, found.selected))
+        val = objective(problem, found.selected, Y)
+        if val > best[0] + 1e-9:
+            best = (val, found.selected, Y, moved)
     return GreedyResult(
         selected=best[1],
         assignment=best[2],

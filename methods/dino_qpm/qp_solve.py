@@ -2,7 +2,7 @@
 
 The model is `qp_model.QPModel`. `solve` runs:
 
-1. the greedy + local search heuristic (`qp_greedy.solve_greedy`), which is
+1. the greedy + local search + tabu search heuristic (`qp_greedy.solve_greedy`), which is
    both the fallback and the MILP's warm start (its class sets are distinct,
    so it satisfies every no-good cut);
 2. the MILP under what is left of ``time_limit``, warm-started from the best
@@ -186,6 +186,7 @@ def solve(
     triangles: bool = True,
     candidates: int | None = 128,
     kicks: int = 200,
+    tabu_iterations: int = 4000,
     verbose: bool = False,
     solver_options: dict[str, Any] | None = None,
 ) -> QPSolution:
@@ -206,6 +207,7 @@ def solve(
             assignment variables (a bound-preserving relaxation, `qp_model`;
             exact whenever N_f <= candidates); None: all features.
         kicks: iterated-local-search perturbations of the heuristic (`qp_greedy`).
+        tabu_iterations: tabu-search iterations of the heuristic (`qp_tabu`).
         verbose: print the solver log.
         solver_options: extra HiGHS options / SCIP parameters, overriding ours.
     """
@@ -216,7 +218,7 @@ def solve(
         raise ConfigError("QP solver 'scip' needs PySCIPOpt, which is not installed; pip install xbench[scip]")
     t0 = time.perf_counter()
     deadline = t0 + time_limit
-    g = solve_greedy(problem, time_limit=0.25 * time_limit, kicks=kicks, seed=seed)
+    g = solve_greedy(problem, time_limit=0.25 * time_limit, kicks=kicks, seed=seed, tabu_iterations=tabu_iterations)
     if name == "greedy":
         return _greedy_solution(problem, g, t0, time_limit, "solver='greedy' was asked for", name, assignment)
     if not _solver_installed(name):
