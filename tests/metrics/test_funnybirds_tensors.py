@@ -420,3 +420,25 @@ def test_unit_bits_through_a_palette_equal_unit_bits_of_the_labels():
     assert np.array_equal(got, want) and np.array_equal(unit_bits(table[index], ids), want)
     # labels no small table can index take the comparison path
     assert np.array_equal(unit_bits(table[index].astype(np.int64) - 100, ids - 100), want)
+
+
+def test_a_bad_part_map_in_a_forked_worker_stops_the_build_with_its_message(monkeypatch):
+    import pytest
+
+    from xbench.data.synthbirds import SynthBirds
+    from xbench.data.synthbirds.dataset import SynthBirdsSplit
+    from xbench.errors import DataError
+    from xbench.metrics.funnybirds import masks as M
+
+    real = SynthBirdsSplit.part_map_indexed
+
+    def broken(self, i):
+        if i == 5:
+            raise DataError("parts/000005.png: truncated PNG; fetch the dataset again")
+        return real(self, i)
+
+    monkeypatch.setattr(SynthBirdsSplit, "part_map_indexed", broken)
+    ds = SynthBirds(num_classes=4, train_per_class=1, test_per_class=3, resolution=48)
+    for workers in (0, 2):
+        with pytest.raises(DataError, match="000005.png: truncated"):
+            M.build_unit_cells(ds, "test", (4, 4), workers=workers)
