@@ -12,9 +12,12 @@ every pixel a copy of one token cell, that sum equals
 and the sum of the whole upsampled map is sum_k A[k] * pixels[k]. `W` and
 `pixels` depend only on the image, so they are computed once per job (and
 process-wide per dataset and grid), after which any number of maps costs one
-small matrix product. The dilation runs as two 1-D maximum filters (scipy, on
-uint8 masks), identical to `max_pool2d(5, stride=1, padding=2)` on binary masks
-and several times faster on CPU. The pixel -> cell assignment is taken from
+small matrix product. With up to `_MAX_BITS` units (synthbirds, FunnyBirds)
+every pixel carries one bit per unit, the dilation is an OR over shifted copies
+and the cell counts are SIMD-within-a-register sums (`cells_of_bits`); with
+more, each unit's one-hot mask is dilated by two 1-D maximum filters. Both are
+identical to `max_pool2d(5, stride=1, padding=2)` on each unit's binary mask
+(tested). The pixel -> cell assignment is taken from
 `torch.nn.functional.interpolate(mode="nearest")` itself, so it is exactly the
 upsampling the definition names, for any resolution (also when it is not a
 multiple of the grid).
