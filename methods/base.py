@@ -162,7 +162,8 @@ class TrainData:
         self._resident: Tokens | None = None
         if nbytes <= memory_budget_bytes:
             target = self.device if self.device.type == "cuda" else torch.device("cpu")
-            self._resident = store.tokens(slice(None), device=target, dtype=torch.float16)
+            self._resident = store.tokens(slice(None), device=target,
+                                          dtype=getattr(store, "torch_dtype", torch.float16))
 
     def __len__(self) -> int:
         return len(self.rows)

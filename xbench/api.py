@@ -114,7 +114,8 @@ def evaluate(model: Any, dataset: Any, metrics: Sequence[str] | str | None = Non
                           f"{ds.num_classes}; score it on the dataset it was trained for")
     job = Job(method=spec.name, dataset=ds.spec.name, backbone=backbone, weights=weights, weights_hash=weights_hash,
               seed=int(seed), params=params, dataset_fingerprint=ds.fingerprint(),
-              metric_options=dict(metric_options or {}), profile="api", metrics=tuple(names))
+              metric_options=dict(metric_options or {}), profile="api", metrics=tuple(names),
+              cache_dtype=getattr(extractor, "cache_dtype", "float16"))
     record = base_record(job, None, kind, desc, dev)
     seed_everything(int(seed))
     ectx = EvalContext(scored, ds, extractor, device=dev, seed=int(seed), batch_size=batch_size,

@@ -5,7 +5,7 @@ view), keyed by a hash of exactly those inputs. An entry is a folder:
 
     meta.json          the key's inputs, shapes, chunking, status ("partial" / "complete")
     index.npz          the view's items (base image per item) and per-item metadata
-    patch.npy          fp16 [M, g, g, D]   (memory-mapped)
+    patch.npy          fp16 [M, g, g, D]   (memory-mapped; fp32 with `dtype="float32"`)
     cls.npy            fp16 [M, D]
     reg.npy            fp16 [M, R, D]
     chunks/<k>.done    one file per finished chunk of items, holding its checksum
@@ -45,6 +45,10 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+#: token precisions an entry can hold (`CacheKey.dtype`)
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
 @dataclass(frozen=True)
 class CacheKey:
     backbone: str
@@ -53,10 +57,14 @@ class CacheKey:
     dataset: dict
     split: str
     view: str
+    dtype: str = "float16"    # token precision on disk; float16 entries keep the digest they always had
 
     def inputs(self) -> dict[str, Any]:
-        return {"format": FORMAT_VERSION, "backbone": self.backbone, "weights_hash": self.weights_hash,
-                "image_size": self.image_size, "dataset": self.dataset, "split": self.split, "view": self.view}
+        out = {"format": FORMAT_VERSION, "backbone": self.backbone, "weights_hash": self.weights_hash,
+               "image_size": self.image_size, "dataset": self.dataset, "split": self.split, "view": self.view}
+        if self.dtype != "float16":
+            out["dtype"] = self.dtype
+        return out
 
     @property
     def digest(self) -> str:
@@ -95,6 +103,11 @@ class TokenStore:
     @property
     def num_registers(self) -> int:
         return int(self.reg.shape[1])
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The precision the tokens are stored in (float16, or float32 for `cache_dtype: float32`)."""
+        return torch.float32 if self.patch.dtype == np.float32 else torch.float16
 
     def tokens(self, idx: np.ndarray | slice | list[int], device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32) -> Tokens:
@@ -217,11 +230,14 @@ class FeatureCache:
             for f in (d / "chunks").glob("*.done"):
                 f.unlink()
             arrays = {}
+            if key.dtype not in DTYPES:
+                raise UserError(f"cache dtype {key.dtype!r} is not supported: use {' or '.join(DTYPES)}")
             for n in ARRAYS:
-                arrays[n] = np.lib.format.open_memmap(d / f"{n}.npy", mode="w+", dtype=np.float16, shape=shapes[n])
+                arrays[n] = np.lib.format.open_memmap(d / f"{n}.npy", mode="w+", dtype=DTYPES[key.dtype],
+                                                      shape=shapes[n])
             _write_index(d, base, index_meta)
             meta = {**key.inputs(), "key": key.digest, "items": items, "chunk_size": self.chunk_size,
-                    "shapes": {k: list(v) for k, v in shapes.items()}, "dtype": "float16",
+                    "shapes": {k: list(v) for k, v in shapes.items()}, "dtype": key.dtype,
                     "status": "partial", "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
             atomic_write_json(d / "meta.json", meta)
         elif not _index_matches(d, base, index_meta):  # index.npz deleted or damaged: the key fixes its content
@@ -272,9 +288,10 @@ class PartialEntry:
 
     def write(self, lo: int, tokens: Tokens) -> None:
         hi = lo + len(tokens)
-        self.arrays["patch"][lo:hi] = tokens.patch.detach().to("cpu", torch.float16).numpy()
-        self.arrays["cls"][lo:hi] = tokens.cls.detach().to("cpu", torch.float16).numpy()
-        self.arrays["reg"][lo:hi] = tokens.reg.detach().to("cpu", torch.float16).numpy()
+        dt = torch.float32 if self.key.dtype == "float32" else torch.float16
+        self.arrays["patch"][lo:hi] = tokens.patch.detach().to("cpu", dt).numpy()
+        self.arrays["cls"][lo:hi] = tokens.cls.detach().to("cpu", dt).numpy()
+        self.arrays["reg"][lo:hi] = tokens.reg.detach().to("cpu", dt).numpy()
 
     def finish_chunk(self, k: int) -> None:
         for a in self.arrays.values():

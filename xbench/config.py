@@ -14,6 +14,7 @@ per-dataset options and per-metric options:
       synthbirds: {train_per_class: 40}
     metric_options:
       funnybirds: {thresholds: 80}
+    cache_dtype: float16   # or float32: tokens as the backbone gives them (reference parity)
 
 `profile` chooses a set of built-in parameter overrides: `paper` (the papers'
 hyper-parameters) or `quickstart` (smaller heads and fewer epochs so that the
@@ -35,6 +36,9 @@ import yaml
 from .errors import ConfigError
 
 QUICKSTART_BACKBONES = ("weight-free", "dinov2-tiny-test")
+#: token precision of the feature cache (`cache_dtype`): float16 halves the disk and memory, float32 gives
+#: the backbone's own numbers (for parity with code that runs the backbone in float32)
+CACHE_DTYPES = ("float16", "float32")
 
 
 @dataclass
@@ -62,6 +66,7 @@ class RunConfig:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cache_dtype: str = "float16"              # float16 (default) or float32 tokens in the feature cache
     slurm: dict[str, Any] = field(default_factory=dict)
 
     def resolved_profile(self) -> str:
@@ -158,16 +163,22 @@ def _validate(cfg: RunConfig) -> None:
     for k in ("batch_size", "workers", "ddp"):
         if int(getattr(cfg, k)) < 1:
             raise ConfigError(f"--{k.replace('_', '-')} {getattr(cfg, k)}: must be at least 1")
+    if cfg.cache_dtype not in CACHE_DTYPES:
+        raise ConfigError(f"--cache-dtype {cfg.cache_dtype}: use {' or '.join(CACHE_DTYPES)}")
     if int(cfg.loader_workers) < 0:
         raise ConfigError(f"--loader-workers {cfg.loader_workers}: must be 0 or more")
 
 
-def parse_set(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """`--set dino-qpm.dense_epochs=5` -> {"dino-qpm": {"dense_epochs": "5"}} (typed later by the method)."""
+def parse_set(items: list[str] | None, flag: str = "--set") -> dict[str, dict[str, Any]]:
+    """`--set dino-qpm.dense_epochs=5` -> {"dino-qpm": {"dense_epochs": 5}} (typed later by the method);
+    `--metric-option funnybirds.protocol=reference` -> {"funnybirds": {"protocol": "reference"}}. Values are
+    read as JSON where they parse (numbers, true/false), else kept as text."""
+    example = ("METRIC.OPTION=VALUE, e.g. --metric-option funnybirds.protocol=reference" if flag == "--metric-option"
+               else "METHOD.PARAM=VALUE, e.g. --set dino-qpm.dense_epochs=5")
     out: dict[str, dict[str, Any]] = {}
     for it in items or []:
         if "=" not in it or "." not in it.split("=", 1)[0]:
-            raise ConfigError(f"--set {it}: write METHOD.PARAM=VALUE, e.g. --set dino-qpm.dense_epochs=5")
+            raise ConfigError(f"{flag} {it}: write {example}")
         lhs, val = it.split("=", 1)
         method, param = lhs.rsplit(".", 1)
         try:

@@ -67,8 +67,9 @@ def _one_line(err: UserError) -> UserError:
 class Extractor:
     def __init__(self, backbone: Backbone, cache: FeatureCache, device: torch.device | str = "cpu",
                  batch_size: int = 64, num_workers: int = 1, show_progress: bool = True, amp: bool = True,
-                 skip_bad: bool = False):
+                 skip_bad: bool = False, cache_dtype: str = "float16"):
         self.backbone = backbone.to(device)
+        self.cache_dtype = str(cache_dtype)
         self.cache = cache
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
@@ -82,7 +83,7 @@ class Extractor:
     def key(self, dataset: Dataset, split: str, view: View) -> CacheKey:
         return CacheKey(backbone=self.backbone.name, weights_hash=self.backbone.weights_hash,
                         image_size=self.backbone.image_size, dataset=dataset.fingerprint(), split=split,
-                        view=view.key)
+                        view=view.key, dtype=self.cache_dtype)
 
     # uncached ---------------------------------------------------------------------------
     @torch.no_grad()

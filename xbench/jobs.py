@@ -22,14 +22,22 @@ class Job:
     metric_options: dict = field(default_factory=dict)
     profile: str = "paper"
     metrics: tuple[str, ...] = ()                         # requested metrics (not part of the identity)
+    cache_dtype: str = "float16"                          # precision of the cached tokens the job reads
 
     def identity(self) -> dict[str, Any]:
-        """Everything that changes the trained head or a metric's value; hashed into the job id."""
+        """Everything that changes the trained head or a metric's value; hashed into the job id.
+        (`cache_dtype` enters only when it is not the default float16, so earlier job ids stay valid.)"""
         d = asdict(self)
         d.pop("metrics")
         d.pop("weights")  # the hash identifies the weights; the label is for people
         d.pop("dataset_options")  # covered by the fingerprint
+        if d.get("cache_dtype") == "float16":
+            d.pop("cache_dtype")
         return d
+
+    @property
+    def protocol(self) -> str:
+        return protocol_label(self.metric_options)
 
     @property
     def job_id(self) -> str:
@@ -42,3 +50,12 @@ class Job:
 
     def label(self) -> str:
         return f"{self.method} on {self.dataset} (seed {self.seed})"
+
+
+def protocol_label(metric_options: dict | None) -> str:
+    """Which evaluation protocol a job's metrics follow: "xbench" (SPEC as xbench states it, the default),
+    or the metric families that follow another one, e.g. "funnybirds: reference" (the FunnyBirds
+    framework's own numbers). Records store it; leaderboards never put two protocols in one table."""
+    other = sorted(f"{group}: {opts['protocol']}" for group, opts in (metric_options or {}).items()
+                   if isinstance(opts, dict) and opts.get("protocol") not in (None, "xbench"))
+    return "; ".join(other) if other else "xbench"

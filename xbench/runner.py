@@ -133,7 +133,7 @@ class Runner:
         if self._extractor is None:
             self._extractor = Extractor(self.backbone, self.cache, self.device, batch_size=self.cfg.batch_size,
                                         num_workers=self.cfg.loader_workers, show_progress=self.show_progress,
-                                        skip_bad=self.cfg.skip_bad)
+                                        skip_bad=self.cfg.skip_bad, cache_dtype=self.cfg.cache_dtype)
         return self._extractor
 
     # planning -------------------------------------------------------------------------------
@@ -189,6 +189,7 @@ class Runner:
                         dataset_options=dict(ds.options),
                         dataset_fingerprint=ds.fingerprint(),
                         metric_options=dict(self.cfg.metric_options), profile=self.profile, metrics=metrics,
+                        cache_dtype=self.cfg.cache_dtype,
                     ))
         return jobs
 
@@ -361,7 +362,8 @@ def base_record(job: Job, previous: dict | None, weights_kind: str, backbone: di
         "schema": SCHEMA_VERSION, "job_id": job.job_id, "status": "failed", "method": job.method,
         "dataset": job.dataset, "backbone": job.backbone, "weights": job.weights,
         "weights_kind": weights_kind, "weights_hash": job.weights_hash, "seed": job.seed,
-        "profile": job.profile, "config": job.identity(), "config_hash": job.config_hash,
+        "profile": job.profile, "protocol": job.protocol, "cache_dtype": job.cache_dtype,
+        "config": job.identity(), "config_hash": job.config_hash,
         "metrics": dict(previous.get("metrics", {})) if previous else {},
         "provenance": {**versions(), "git_commit": git_commit(), "hardware": hardware(device),
                        "date": now(), "dataset": job.dataset_fingerprint, "backbone": backbone},

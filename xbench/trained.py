@@ -22,7 +22,8 @@ tensor [B, 3, H, W] (or [3, H, W]) in [0, 1]. Files and PIL images are resized a
 exactly as the feature extractor does (`xbench.views.preprocess`: whole image, bilinear); a
 tensor is resized with bilinear antialiased interpolation and normalised with the backbone's
 mean and std. Tokens come from `Extractor.tokens` (uncached) and are rounded to float16 like
-the feature cache, so a dataset image gets the logits the runner computed for it.
+the feature cache (kept in float32 for a job run with `cache_dtype: float32`), so a dataset image
+gets the logits the runner computed for it.
 
 `predict(images)` -> `Prediction` (logits [B, C], probabilities [B, C], class indices [B], class
 names); `explain(images, target=None)` -> the `Explanation` of SPEC 4, with
@@ -240,7 +241,7 @@ class TrainedModel:
         self.head_dir = head_dir
         self.batch_size = int(batch_size)
         self.extractor = Extractor(backbone, FeatureCache(cache_root(cache)), self.device, batch_size=self.batch_size,
-                                   num_workers=0, show_progress=False)
+                                   num_workers=0, show_progress=False, cache_dtype=self.cache_dtype)
         if self.spec.needs_backbone_graph:
             self.head.attach_extractor(self.extractor)
 
@@ -270,12 +271,19 @@ class TrainedModel:
         bb = self.backbone
         return as_images(images, bb.image_size, bb.mean, bb.std)
 
+    @property
+    def cache_dtype(self) -> str:
+        """The token precision the job was trained and scored with (its record's `cache_dtype`)."""
+        return str((self.record or {}).get("cache_dtype") or "float16")
+
     def tokens(self, images: torch.Tensor) -> Tokens:
-        """Uncached backbone tokens of a normalised batch, rounded to float16 like the feature cache."""
+        """Uncached backbone tokens of a normalised batch, rounded like the job's feature cache (float16
+        unless the job ran with `cache_dtype: float32`)."""
         parts = []
+        rounding = torch.float16 if self.cache_dtype == "float16" else torch.float32
         for s in range(0, images.shape[0], self.batch_size):
             t = self.extractor.tokens(images[s:s + self.batch_size])
-            parts.append(Tokens(*(a.half().float() for a in (t.patch, t.cls, t.reg))))
+            parts.append(Tokens(*(a.to(rounding).float() for a in (t.patch, t.cls, t.reg))))
         return Tokens(*(torch.cat([getattr(p, f) for p in parts]) for f in ("patch", "cls", "reg")))
 
     def batch(self, images: ImagesLike):

@@ -9,6 +9,9 @@ undefined (reported n/a).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
+
+import torch
 
 from .interventions import RELEVANCE, InterventionLogits, lowers_target
 
@@ -20,10 +23,14 @@ class BackgroundResult:
     relevant: int
 
 
-def background_independence(il: InterventionLogits, fraction: float = RELEVANCE) -> BackgroundResult:
+def background_independence(il: InterventionLogits, fraction: float = RELEVANCE,
+                            relevant: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = lowers_target
+                            ) -> BackgroundResult:
+    """BI from the intervention logits; `relevant(original, removed, fraction)` is the relevance rule
+    (`lowers_target`, or the reference protocol's `reference.reference_relevant_background`)."""
     y = il.labels
     orig = il.target_logit(y)[:, None]
-    rel = lowers_target(orig, il.object_removed(y), fraction) & il.object_valid
+    rel = relevant(orig, il.object_removed(y), fraction) & il.object_valid
     total, relevant = int(il.object_valid.sum()), int(rel.sum())
     value = 1.0 - relevant / total if total else float("nan")
     return BackgroundResult(value=value, objects=total, relevant=relevant)

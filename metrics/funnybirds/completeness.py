@@ -29,31 +29,51 @@ import torch
 from .importance import popcount_table
 
 
-def csdc_curve(bits: torch.Tensor, labels: torch.Tensor, correct: torch.Tensor, mss: torch.Tensor,
-               mss_valid: torch.Tensor, num_parts: int) -> tuple[torch.Tensor, int]:
-    """(CSDC per threshold [T], images used) from important part bits [N, T] of the true-class maps."""
+def csdc_scores(bits: torch.Tensor, labels: torch.Tensor, mss: torch.Tensor, mss_valid: torch.Tensor,
+                num_parts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-image CSDC [N, T], has a set [N]): max over the true class's minimal sufficient sets S of
+    |S & important| / |S|, from important part bits [N, T] of the true-class maps; 0 without a set."""
     pop = popcount_table(num_parts).to(torch.float64)
     sets, ok = mss[labels], mss_valid[labels]                                 # [N, S]
     frac = pop[bits[:, :, None] & sets[:, None, :]] / pop[sets].clamp_min(1)[:, None, :]
-    frac = frac.masked_fill(~ok[:, None, :], -1.0).amax(dim=2)                # [N, T]
-    use = correct & ok.any(dim=1)
+    frac = frac.masked_fill(~ok[:, None, :], 0.0).amax(dim=2)                 # [N, T]
+    return frac, ok.any(dim=1)
+
+
+def csdc_curve(bits: torch.Tensor, labels: torch.Tensor, correct: torch.Tensor, mss: torch.Tensor,
+               mss_valid: torch.Tensor, num_parts: int) -> tuple[torch.Tensor, int]:
+    """(CSDC per threshold [T], images used) from important part bits [N, T] of the true-class maps."""
+    frac, has = csdc_scores(bits, labels, mss, mss_valid, num_parts)
+    use = correct & has
     n = int(use.sum())
     if n == 0:
         return torch.full((bits.shape[1],), float("nan"), dtype=torch.float64), 0
     return frac[use].mean(dim=0), n
 
 
+def preservation_outcomes(bits: torch.Tensor, subset_predictions: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    """float64 [N, T]: 1 where keeping only the important parts (bits [N, T] of the predicted-class maps)
+    leaves the prediction unchanged."""
+    kept = subset_predictions.gather(1, bits)                                 # [N, T]
+    return (kept == prediction[:, None]).to(torch.float64)
+
+
+def deletion_outcomes(bits: torch.Tensor, subset_predictions: torch.Tensor, prediction: torch.Tensor,
+                      num_parts: int) -> torch.Tensor:
+    """float64 [N, T]: 1 where removing the important parts (keeping the complement) changes the prediction."""
+    kept = subset_predictions.gather(1, ((1 << num_parts) - 1) & ~bits)
+    return (kept != prediction[:, None]).to(torch.float64)
+
+
 def preservation_curve(bits: torch.Tensor, subset_predictions: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
     """PC per threshold [T]: keep the important parts (bits [N, T] of the predicted-class maps)."""
-    kept = subset_predictions.gather(1, bits)                                 # [N, T]
-    return (kept == prediction[:, None]).to(torch.float64).mean(dim=0)
+    return preservation_outcomes(bits, subset_predictions, prediction).mean(dim=0)
 
 
 def deletion_curve(bits: torch.Tensor, subset_predictions: torch.Tensor, prediction: torch.Tensor,
                    num_parts: int) -> torch.Tensor:
     """DC per threshold [T]: remove the important parts (keep the complement)."""
-    kept = subset_predictions.gather(1, ((1 << num_parts) - 1) & ~bits)
-    return (kept != prediction[:, None]).to(torch.float64).mean(dim=0)
+    return deletion_outcomes(bits, subset_predictions, prediction, num_parts).mean(dim=0)
 
 
 def distractibility_curve(important: torch.Tensor, irrelevant: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -86,5 +106,6 @@ def completeness(csdc: float, pc: float, dc: float, d: float) -> float:
     return ((csdc + pc + dc) / 3.0 + d) / 2.0
 
 
-__all__ = ["csdc_curve", "preservation_curve", "deletion_curve", "distractibility_curve", "objective",
+__all__ = ["csdc_scores", "csdc_curve", "preservation_outcomes", "deletion_outcomes", "preservation_curve",
+           "deletion_curve", "distractibility_curve", "objective",
            "choose_threshold", "completeness"]

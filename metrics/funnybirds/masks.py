@@ -22,11 +22,13 @@ identical to `max_pool2d(5, stride=1, padding=2)` on each unit's binary mask
 upsampling the definition names, for any resolution (also when it is not a
 multiple of the grid).
 
-Choices: colours of one slot (two eyes, feet, wings) share one part-map id
-here, so a slot is dilated as one mask (as FunnyBirds does for each colour and
-then adds, except that pixels where two dilated colours of one slot overlap
-count once here, not twice: with our part maps the slot is a single mask). A
-unit whose mask is empty (fully occluded) is still a unit, with importance 0.
+Choices: in the default (xbench) protocol the colours of one slot (two eyes,
+feet, wings) share one part-map id, so a slot is dilated as one mask and a pixel
+counts once. The FunnyBirds framework dilates each colour on its own and adds
+the sums, so pixels where a slot's two dilated colours overlap count twice; the
+reference protocol does exactly that (`colours=True`: the colour map of
+`Split.part_colour_map_indexed`, one unit per colour, then a slot's rows
+summed). A unit whose mask is empty (fully occluded) is still a unit, with importance 0.
 Background objects j >= num_objects(i) of an image are padding (`valid` False).
 """
 from __future__ import annotations
@@ -206,9 +208,18 @@ def cells_of_bits(bits: np.ndarray, n_units: int, grid: tuple[int, int]) -> torc
     return torch.from_numpy(out.reshape(b, n_units, gh * gw))
 
 
-def _count_images(sp, indices: np.ndarray, unit_ids: np.ndarray, grid: tuple[int, int]) -> list[tuple]:
+def _read_map(sp, i: int, colours: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(index, table) of image i's part map (`Split.part_map_indexed`) or colour map
+    (`Split.part_colour_map_indexed`)."""
+    index, table = sp.part_colour_map_indexed(i) if colours else sp.part_map_indexed(i)
+    return np.asarray(index), None if table is None else np.asarray(table)
+
+
+def _count_images(sp, indices: np.ndarray, unit_ids: np.ndarray, grid: tuple[int, int],
+                  colours: bool = False) -> list[tuple]:
     """``[(indices, float32 [n, U, h*w] counts, (H, W)), ...]`` for images `indices` of split `sp`, counted
-    in batches of equal image size (the one code path of the serial and the parallel build)."""
+    in batches of equal image size (the one code path of the serial and the parallel build). Units are the
+    part map's ids, or with `colours` the colour map's (`_read_map`)."""
     as_bits = len(unit_ids) <= _MAX_BITS
     batch = _BATCH_BITS if as_bits else _BATCH_ELEMENTS // max(len(unit_ids), 1)
     out: list[tuple] = []
@@ -223,11 +234,11 @@ def _count_images(sp, indices: np.ndarray, unit_ids: np.ndarray, grid: tuple[int
             pending.clear()
 
     for i in indices:
+        index, table = _read_map(sp, int(i), colours)
         if as_bits:
-            index, table = sp.part_map_indexed(int(i))
-            pm = unit_bits(np.asarray(index), unit_ids, None if table is None else np.asarray(table))
+            pm = unit_bits(index, unit_ids, table)
         else:
-            pm = np.asarray(sp.part_map(int(i)))
+            pm = index if table is None else table[index]
         if pending and pending[0][1].shape != pm.shape:
             flush()
         pending.append((int(i), pm))
@@ -237,13 +248,13 @@ def _count_images(sp, indices: np.ndarray, unit_ids: np.ndarray, grid: tuple[int
     return out
 
 
-_FORK_JOB: tuple | None = None   # (split, unit ids, grid) handed to forked workers by inheritance, not pickling
+_FORK_JOB: tuple | None = None   # (split, unit ids, grid, colours) handed to forked workers by inheritance
 
 
 def _count_in_worker(indices: np.ndarray) -> list[tuple]:
     torch.set_num_threads(1)   # as DataLoader workers do: no intra-op pool in a forked child
-    sp, unit_ids, grid = _FORK_JOB  # type: ignore[misc]
-    return _count_images(sp, indices, unit_ids, grid)
+    sp, unit_ids, grid, colours = _FORK_JOB  # type: ignore[misc]
+    return _count_images(sp, indices, unit_ids, grid, colours)
 
 
 def _workers(n: int) -> int:
@@ -258,14 +269,18 @@ def _workers(n: int) -> int:
 
 
 def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_progress: bool = False,
-                     workers: int | None = None) -> UnitCells:
+                     workers: int | None = None, colours: bool = False) -> UnitCells:
     """The `UnitCells` of every image of `split`: each part map read once (as unit bit masks when there are
     at most `_MAX_BITS` units) and counted in batches.
 
     Reading a part map is mostly Python (synthbirds rasterises it; FunnyBirds decodes a PNG), so a large
     split is split into chunks counted by `workers` forked processes (default `_workers`: torch's thread
     count, where `fork` exists and the split has at least `_PARALLEL_MIN_IMAGES` images); each returns only
-    its counts. The numbers are the same either way (tested)."""
+    its counts. The numbers are the same either way (tested).
+
+    With `colours` (the reference protocol) every colour of a slot is dilated and counted on its own and
+    a slot's row is the sum of its colours' rows: where the dilated masks of a slot's two colours overlap,
+    those pixels count twice, as in the FunnyBirds framework (`_slot_rows`)."""
     global _FORK_JOB
     sp = dataset.split(split)
     n = len(sp)
@@ -273,7 +288,10 @@ def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_p
     n_obj = np.asarray([sp.num_objects(i) for i in range(n)], dtype=np.int64)
     max_obj = int(n_obj.max()) if n else 0
     units = num_parts + max_obj
-    unit_ids = np.arange(1, units + 1)
+    colour_slots = _colour_slots(dataset) if colours else None
+    n_colours = len(colour_slots) if colour_slots is not None else num_parts
+    counted_units = n_colours + max_obj
+    unit_ids = np.arange(1, counted_units + 1)
     k = grid[0] * grid[1]
     # filled with numpy while the workers run: a torch op here would wake torch's OpenMP threads, whose
     # spin-waiting takes CPU from the workers
@@ -282,7 +300,7 @@ def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_p
 
     def store(results: list[tuple]) -> int:
         for idx, counted, shape in results:
-            weights[idx] = counted
+            weights[idx] = counted if colour_slots is None else _slot_rows(counted, colour_slots, num_parts)
             shapes.setdefault(tuple(shape), []).append(idx)
         return sum(len(r[0]) for r in results)
 
@@ -290,7 +308,7 @@ def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_p
     chunks = np.array_split(np.arange(n), max(1, -(-n // _CHUNK))) if n else []
     with progress(total=n, desc=f"part masks {split}", enabled=show_progress, unit="img") as bar:
         if w >= 2:
-            _FORK_JOB = (sp, unit_ids, grid)
+            _FORK_JOB = (sp, unit_ids, grid, colour_slots is not None)
             try:
                 with mp.get_context("fork").Pool(w) as pool:
                     for results in pool.imap_unordered(_count_in_worker, chunks):
@@ -299,7 +317,7 @@ def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_p
                 _FORK_JOB = None
         else:
             for chunk in chunks:
-                bar.update(store(_count_images(sp, chunk, unit_ids, grid)))
+                bar.update(store(_count_images(sp, chunk, unit_ids, grid, colour_slots is not None)))
     pixels = torch.zeros(n, k, dtype=torch.float64)
     for (height, width), idx in shapes.items():
         pixels[torch.as_tensor(np.concatenate(idx))] = torch.bincount(cell_index(height, width, grid),
@@ -310,12 +328,27 @@ def build_unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_p
     return UnitCells(weights=weights, pixels=pixels, valid=valid, num_parts=num_parts, grid=tuple(grid))
 
 
+def _colour_slots(dataset: Dataset) -> tuple[int, ...]:
+    slots = getattr(dataset, "part_colour_slots", None)
+    return tuple(range(len(dataset.part_names))) if slots is None else tuple(int(p) for p in slots)
+
+
+def _slot_rows(counted: np.ndarray, colour_slots: tuple[int, ...], num_parts: int) -> np.ndarray:
+    """[n, P + O, k] from colour-unit counts [n, K + O, k]: slot p's row is the sum of its colours' rows."""
+    k_col = len(colour_slots)
+    out = np.zeros((counted.shape[0], num_parts + counted.shape[1] - k_col, counted.shape[2]), counted.dtype)
+    for c, p in enumerate(colour_slots):
+        out[:, p] += counted[:, c]
+    out[:, num_parts:] = counted[:, k_col:]
+    return out
+
+
 _SHARED: dict[tuple, UnitCells] = {}
 _LOCK = threading.Lock()
 
 
 def unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_progress: bool = False,
-               cache_root: str | Path | None = None) -> UnitCells:
+               cache_root: str | Path | None = None, colours: bool = False) -> UnitCells:
     """`build_unit_cells`, shared by every job of this process on the same dataset content and grid, and,
     with `cache_root` (the feature cache's folder), by every process: the masks are a function of the
     dataset alone, so they are stored once beside the cached tokens (`annotations/unitcells-<key>.npz`,
@@ -323,16 +356,19 @@ def unit_cells(dataset: Dataset, split: str, grid: tuple[int, int], show_progres
     `xbench run` reads them instead of rendering every part map again.
 
     The key is the dataset's fingerprint (name, version, options, annotation digest) plus its root, the
-    split, the grid and this module's mask recipe (dilation size and format version).
+    split, the grid and this module's mask recipe (dilation size, format version, and `colours`: per-colour
+    dilation for the reference protocol, see `build_unit_cells`).
     """
     key = (repr(sorted(dataset.fingerprint().items())), str(getattr(dataset, "root", None)), split, tuple(grid))
+    if colours:   # (the default protocol's key stays as it was, so stored masks remain valid)
+        key = key + ("colours",)
     with _LOCK:
         hit = _SHARED.get(key)
     if hit is None:
         path = _disk_path(cache_root, key) if cache_root is not None else None
         hit = _load(path, len(dataset.split(split)), len(dataset.part_names), grid) if path else None
         if hit is None:
-            hit = build_unit_cells(dataset, split, grid, show_progress)
+            hit = build_unit_cells(dataset, split, grid, show_progress, colours=colours)
             if path is not None:
                 _save(path, hit)
         with _LOCK:

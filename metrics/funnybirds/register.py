@@ -13,9 +13,10 @@ from typing import Callable
 from xbench.evaluation import EvalContext, MetricValue
 from xbench.registry import register_metric
 
-from .suite import SuiteResult, funnybirds_background, funnybirds_suite
+from .suite import SuiteResult, funnybirds_background, funnybirds_suite, suite_options
 
-_OPTIONS = ("funnybirds.thresholds", "funnybirds.relevance", "funnybirds.pairs")  # suite.suite_options
+_OPTIONS = ("funnybirds.protocol", "funnybirds.thresholds", "funnybirds.relevance",
+            "funnybirds.pairs")  # suite.parse_suite_options
 _EXPLAINED = dict(needs_method={"attribution"}, needs_data={"interventions", "part_map", "class_parts"},
                   cost="expensive", paper="funnybirds", options=_OPTIONS)
 
@@ -35,7 +36,10 @@ _DEPENDS = {
 
 def _value(result: SuiteResult, name: str, extras: dict) -> MetricValue:
     v = result.values()[name]
+    extras = {**extras, "protocol": result.protocol}
     if math.isnan(v):
+        if name in result.reasons:
+            return MetricValue(None, {**extras, "reason": result.reasons[name]})
         missing = [k for k in _DEPENDS.get(name, ()) if math.isnan(result.values()[k])]
         reason = "; ".join(_REASONS[k] for k in missing) or "undefined on this data"
         return MetricValue(None, {**extras, "reason": reason})
@@ -135,8 +139,9 @@ def fb_threshold(ctx: EvalContext) -> MetricValue:
     """The FunnyBirds threshold choice: t in linspace(0.01, 0.5, 80) maximising (CSDC + PC + DC)/3 + D."""
     r = funnybirds_suite(ctx)
     if math.isnan(r.completeness):
-        return MetricValue(None, {"reason": "completeness is undefined on this data"})
-    return MetricValue(r.threshold, {"threshold_index": r.index})
+        reason = r.reasons.get("completeness", "completeness is undefined on this data")
+        return MetricValue(None, {"reason": reason, "protocol": r.protocol})
+    return MetricValue(r.threshold, {"threshold_index": r.index, "protocol": r.protocol})
 
 
 @register_metric("mean_explainability", direction="higher", category="explainability", **_EXPLAINED,
@@ -154,7 +159,8 @@ def mean_explainability(ctx: EvalContext) -> MetricValue:
 def background_independence(ctx: EvalContext) -> MetricValue:
     """Background independence BI (FunnyBirds; needs no explanation)."""
     r = funnybirds_background(ctx)
-    extras = {"objects": r.objects, "relevant_objects": r.relevant}
+    extras = {"objects": r.objects, "relevant_objects": r.relevant,
+              "protocol": suite_options(ctx).protocol}
     if math.isnan(r.value):
         return MetricValue(None, {**extras, "reason": "no background object in the test split"})
     return MetricValue(r.value, extras)

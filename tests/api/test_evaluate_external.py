@@ -109,7 +109,8 @@ def test_same_record_shape_as_the_runner():
     ds = synthbirds()
     rec = xbench.evaluate(CellModel(ds.num_classes, (0, 0)), ds, metrics=["accuracy"], name="cell")
     runner_keys = {"schema", "job_id", "status", "method", "dataset", "backbone", "weights", "weights_kind",
-                   "weights_hash", "seed", "profile", "config", "config_hash", "metrics", "provenance", "timings"}
+                   "weights_hash", "seed", "profile", "protocol", "cache_dtype", "config", "config_hash", "metrics",
+                   "provenance", "timings"}
     assert set(rec) == runner_keys
     assert set(rec["provenance"]) >= {"git_commit", "hardware", "date", "dataset", "backbone"}
     assert rec["provenance"]["dataset"] == ds.fingerprint()

@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="dataset root (default: $XBENCH_DATA or ~/.cache/xbench/data)")
     p.add_argument("--config", help="YAML or TOML run config (its datasets, dataset options, backbone, ...)")
     p.add_argument("--batch-size", type=int, help="backbone batch size (default 64)")
+    p.add_argument("--cache-dtype", help="float16 (default) or float32: precision of the cached tokens")
     p.add_argument("--loader-workers", type=int, help="image-loading worker processes per rank (default 1)")
     p.add_argument("--include", action="append", metavar="PATH.py", help="import a Python file that registers plugins")
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable images")
@@ -41,7 +42,7 @@ def config_from_args(args: argparse.Namespace):
     file_values = load_config_file(args.config) if args.config else {}
     cli = {k: getattr(args, k, None) for k in ("methods", "datasets", "backbone", "weights", "device", "cache",
                                                   "data_root", "batch_size", "loader_workers", "include",
-                                                  "skip_bad", "quiet")}
+                                                  "skip_bad", "quiet", "cache_dtype")}
     if cli.get("include") is not None:
         cli["include"] = list(file_values.get("include", [])) + list(cli["include"])
     return build_config(file_values, cli)

@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML or TOML file with these options plus per-method parameters")
     p.add_argument("--profile", help="paper | quickstart | auto (default auto: quickstart with the weight-free backbone)")
     p.add_argument("--set", action="append", metavar="METHOD.PARAM=VALUE", help="override a method parameter (repeatable)")
+    p.add_argument("--metric-option", action="append", metavar="METRIC.OPTION=VALUE",
+                   help="set a metric option (repeatable), e.g. funnybirds.protocol=reference")
+    p.add_argument("--cache-dtype", help="float16 (default) or float32: precision of the cached backbone tokens")
     p.add_argument("--batch-size", type=int, help="backbone / evaluation batch size (default 64)")
     p.add_argument("--loader-workers", type=int, help="image-loading worker processes (default 1)")
     p.add_argument("--workers", type=int, help="independent jobs run in parallel processes (default 1; one per GPU)")
@@ -61,10 +64,13 @@ def config_from_args(args: argparse.Namespace):
     cli = {k: getattr(args, k, None) for k in ("methods", "datasets", "metrics", "backbone", "weights", "seeds",
                                                   "device", "results", "cache", "data_root", "profile", "batch_size",
                                                   "loader_workers", "workers", "ddp", "executor", "include",
-                                                  "skip_bad", "force", "quiet")}
+                                                  "skip_bad", "force", "quiet", "cache_dtype")}
     sets = parse_set(getattr(args, "set", None))
     if sets:
         cli["params"] = sets
+    metric_sets = parse_set(getattr(args, "metric_option", None), flag="--metric-option")
+    if metric_sets:
+        cli["metric_options"] = metric_sets
     slurm = {k[len("slurm_"):]: v for k, v in vars(args).items() if k.startswith("slurm_") and v is not None}
     if slurm:
         cli["slurm"] = slurm

@@ -13,6 +13,8 @@ Part-annotated datasets (synthbirds, funnybirds) also expose:
 * `Dataset.minimal_sufficient_sets(c)`: the smallest subsets of class c's parts
   that no other class also has (FunnyBirds' completeness needs them);
 * `Split.part_map(i)`: 0 background, 1..P part slots, P+1+j background object j;
+* `Split.part_colour_map_indexed(i)` and `Dataset.part_colour_slots`: the same with every colour of a
+  slot apart (FunnyBirds' two-colour eyes, feet and wings), for the reference FunnyBirds protocol;
 * interventions: `Split.intervention(i, keep_parts, removed_objects)`.
 """
 from __future__ import annotations
@@ -68,6 +70,14 @@ class Split(abc.ABC):
         one full-resolution gather."""
         return self.part_map(i), None
 
+    def part_colour_map_indexed(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Like `part_map_indexed`, but every *colour* of a part slot is a unit of its own: 0 background,
+        1..K the part colours (colour k + 1 belongs to slot ``dataset.part_colour_slots[k]``), K+1+j background
+        object j. FunnyBirds codes two-colour slots (eyes, feet, wings: one colour per instance) and its
+        framework dilates each colour on its own; datasets with one colour per slot keep this default (the
+        part map itself, K = P)."""
+        return self.part_map_indexed(i)
+
     def keypoints(self, i: int) -> np.ndarray:
         """float32 [K, 3]: (x, y, visible) per part keypoint, pixels; K = len(dataset.keypoint_names)."""
         raise self._no("keypoints")
@@ -113,6 +123,9 @@ class Dataset(abc.ABC):
     spec: DatasetSpec  # set by the decorator
     splits: tuple[str, ...] = ("train", "test")
     part_names: tuple[str, ...] = ()
+    #: slot index (into `part_names`) of each part colour of `Split.part_colour_map_indexed`; None: one
+    #: colour per slot (the part map's own ids)
+    part_colour_slots: tuple[int, ...] | None = None
     keypoint_names: tuple[str, ...] = ()
 
     def __init__(self, root: Path | None = None, **options: Any):

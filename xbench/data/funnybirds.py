@@ -20,6 +20,8 @@ What the loader yields (choices the SPEC leaves open are marked *):
   slot), background object j (colour (204, 204, 204 + j)) -> 6 + j, everything
   else (black background, the grey body (170, 170, 170), *any colour not in
   the code) -> 0;
+* `part_colour_map_indexed(i)`: the same code with every colour its own unit (eye (255, 255, 253) and
+  (255, 255, 254) apart, ...; `synthbirds.render.fb_colour_units`), for the reference FunnyBirds protocol;
 * `object_mask(i)`: the bird: body colour or a part colour;
 * `present_parts(i)`: slots whose record fields are not "placeholder"
   (training images may lack parts; test images have all five);
@@ -51,7 +53,7 @@ from .base import Split
 from .folder import FolderDataset, Verifier, files_under, image_verifier
 from .imageio import read_rgb, read_rgb_array
 from .synthbirds.classes import agreement_masks, consistent_classes, minimal_sufficient_sets
-from .synthbirds.render import FB_BODY, FB_MAX_OBJECTS, FB_PART_COLOURS, fb_object_colour
+from .synthbirds.render import FB_BODY, FB_COLOUR_SLOTS, FB_MAX_OBJECTS, FB_PART_COLOURS, fb_colour_units, fb_object_colour
 
 FOLDER = "FunnyBirds"
 PART_NAMES: tuple[str, ...] = ("beak", "eye", "foot", "tail", "wing")
@@ -144,6 +146,9 @@ class FunnyBirdsSplit(Split):
     def part_map(self, i: int) -> np.ndarray:
         return decode_part_map(read_rgb_array(self.part_map_path(i)))[0]
 
+    def part_colour_map_indexed(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return fb_colour_units(read_rgb_array(self.part_map_path(i))), None
+
     def object_mask(self, i: int) -> np.ndarray:
         return decode_part_map(read_rgb_array(self.part_map_path(i)))[1]
 
@@ -199,10 +204,12 @@ class FunnyBirds(FolderDataset):
     title = "FunnyBirds"
     version = "1"
     part_names = PART_NAMES
+    part_colour_slots = FB_COLOUR_SLOTS
 
     def __init__(self, root: Path | str | None = None):
         super().__init__(root)
         self._class_parts: np.ndarray | None = None
+        self._class_order: tuple[int, ...] = ()
         self._parts: dict[str, list[dict[str, Any]]] | None = None
         self._agreement: np.ndarray | None = None
         self._records: dict[str, tuple[list[Record], list[str]]] = {}
@@ -246,6 +253,7 @@ class FunnyBirds(FolderDataset):
             if not isinstance(classes, list) or not classes:
                 raise DataError(f"{path}: must be a non-empty list of {{class_idx, parts}} objects")
             out = np.full((len(classes), P), -1, dtype=np.int64)
+            order: list[int] = []
             for k, c in enumerate(classes):
                 try:
                     idx = int(c["class_idx"])
@@ -260,9 +268,18 @@ class FunnyBirds(FolderDataset):
                         raise DataError(f"{path}: class {idx}: {s} variant {row[p]} is out of range "
                                         f"0..{len(parts[s]) - 1} of parts.json")
                 out[idx] = row
+                order.append(idx)
             out.flags.writeable = False
+            self._class_order = tuple(order)
             self._class_parts = out
         return self._class_parts
+
+    @property
+    def class_file_order(self) -> tuple[int, ...]:
+        """The class_idx of every entry of classes.json, in file order (the FunnyBirds framework indexes the
+        file by position; the reference protocol checks that the order is class_idx order)."""
+        self.class_parts
+        return self._class_order
 
     @property
     def agreement(self) -> np.ndarray:

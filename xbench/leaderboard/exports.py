@@ -29,7 +29,7 @@ def table_json(t: Table) -> dict[str, Any]:
     return {
         "key": t.key, "title": t.title, "kind": t.kind, "dataset": t.dataset, "datasets": t.datasets,
         "backbone": t.backbone, "weights": t.weights, "weights_kind": t.weights_kind,
-        "weights_hash": t.weights_hash, "profile": t.profile, "fingerprint": t.fingerprint,
+        "weights_hash": t.weights_hash, "profile": t.profile, "protocol": t.protocol, "fingerprint": t.fingerprint,
         "untrained_weights": t.untrained_weights, "metrics": t.metrics, "methods": t.methods,
         "row_method": t.row_method,
         "columns": {m: {k: v for k, v in t.meta(m).items() if k != "paper"} for m in t.metrics},

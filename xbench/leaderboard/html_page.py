@@ -152,7 +152,8 @@ def _section(t: Table, out_dir: Path, assets: list[Asset]) -> list[str]:
                    "</p>")
     else:
         out.append(f'<p class="meta">backbone <b>{esc(t.backbone)}</b>, weights <b>{esc(t.weights)}</b> (hash '
-                   f"<code>{esc(t.weights_hash or '-')}</code>), profile {esc(t.profile)}. {esc(LEGEND)}.</p>")
+                   f"<code>{esc(t.weights_hash or '-')}</code>), profile {esc(t.profile)}, protocol "
+                   f"{esc(t.protocol)}. {esc(LEGEND)}.</p>")
     out += _table_html(t)
     reasons = n_a_reasons(t)
     if reasons:

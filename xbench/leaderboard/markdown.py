@@ -71,7 +71,7 @@ def _table_section(t: Table, level: str, assets=()) -> list[str]:
                 "mean_rank = mean rank over every ranked column of the datasets (see docs/leaderboards.md).", ""]
     else:
         out += [f"backbone {esc(t.backbone)}, weights {esc(t.weights)} (hash {esc(t.weights_hash or '-')}), "
-                f"profile {esc(t.profile)}. {LEGEND}.", ""]
+                f"profile {esc(t.profile)}, protocol {esc(t.protocol)}. {LEGEND}.", ""]
     out += render_table(t)
     reasons = n_a_reasons(t)
     if reasons:

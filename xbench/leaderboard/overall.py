@@ -54,9 +54,9 @@ def build_overall(tables: Sequence[Table]) -> list[Table]:
     groups: dict[tuple, list[Table]] = {}
     for t in tables:
         if t.kind == "dataset":
-            groups.setdefault((t.backbone, t.weights, t.weights_hash, t.profile), []).append(t)
+            groups.setdefault((t.backbone, t.weights, t.weights_hash, t.profile, t.protocol), []).append(t)
     out = []
-    for (backbone, weights, weights_hash, profile), ts in sorted(groups.items()):
+    for (backbone, weights, weights_hash, profile, protocol), ts in sorted(groups.items()):
         names = [t.title.split(" | ")[0] for t in ts]
         rows = sorted({r for t in ts for r in t.methods})
         common = [m for m in ts[0].metrics if all(m in t.metrics for t in ts)]
@@ -93,5 +93,6 @@ def build_overall(tables: Sequence[Table]) -> list[Table]:
             dataset="overall", backbone=backbone, weights=weights, weights_kind=ts[0].weights_kind,
             profile=profile, methods=rows, metrics=metrics, cells=cells, seeds=seeds, failed=[],
             records=[r for t in ts for r in t.records], weights_hash=weights_hash, fingerprint="",
-            row_method=row_method, extra_meta={MEAN_RANK: dict(MEAN_RANK_META)}, kind="overall", datasets=names))
+            row_method=row_method, extra_meta={MEAN_RANK: dict(MEAN_RANK_META)}, kind="overall", datasets=names,
+            protocol=protocol))
     return out

@@ -110,6 +110,13 @@ def run_command(t: Table) -> str:
     if w:
         parts.append(f"--weights {w}")
     parts += [f"--seeds {','.join(str(s) for s in seeds)}", f"--profile {t.profile}"]
+    if t.protocol != "xbench":
+        for item in t.protocol.split("; "):
+            group, _, value = item.partition(": ")
+            parts.append(f"--metric-option {group}.protocol={value}")
+    dtypes = sorted({str(r.get("cache_dtype")) for r in t.records if r.get("cache_dtype") not in (None, "float16")})
+    if dtypes:
+        parts.append(f"--cache-dtype {dtypes[0]}")
     return " ".join(parts)
 
 

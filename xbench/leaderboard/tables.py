@@ -4,8 +4,9 @@
 same tables. Choices the SPEC leaves open:
 
 - One table per (dataset, dataset fingerprint, backbone, weights, weights hash,
-  profile): numbers made under different data, weights or profiles are never
-  averaged together. A dataset whose options differ between runs therefore
+  profile, protocol): numbers made under different data, weights, profiles or
+  evaluation protocols (xbench's, or a paper's reference code's, e.g.
+  `funnybirds: reference`) are never averaged together or put in one table. A dataset whose options differ between runs therefore
   gives two tables (their titles carry the fingerprint's short hash).
 - Rows are methods. When one method was run with two different hyper-parameter
   sets in the same table, each set is its own row, labelled
@@ -82,6 +83,7 @@ class Table:
     datasets: list[str] = field(default_factory=list)          # overall tables: the datasets averaged
     not_applicable: dict[str, str] = field(default_factory=dict)  # metrics dropped: n/a for every row (reason)
     job_rows: dict[str, str] = field(default_factory=dict)     # job id -> row label
+    protocol: str = "xbench"                 # evaluation protocol of every number in the table (jobs.protocol_label)
 
     @property
     def title(self) -> str:
@@ -89,13 +91,17 @@ class Table:
             ds = f"overall over {len(self.datasets)} dataset(s): {', '.join(self.datasets)}"
         else:
             ds = f"{self.dataset} [data {self.fingerprint}]" if self.show_fingerprint else self.dataset
-        return f"{ds} | backbone {self.backbone} | weights: {self.weights} | profile {self.profile}"
+        return (f"{ds} | backbone {self.backbone} | weights: {self.weights} | profile {self.profile} | "
+                f"protocol {self.protocol}")
 
     @property
     def key(self) -> str:
         """A file-name-safe identifier, unique per table (slug of the dataset + hash of the grouping key)."""
-        h = hashlib.sha1("|".join([self.kind, self.dataset, *self.datasets, self.fingerprint, self.backbone, self.weights, self.weights_hash,
-                                   self.profile]).encode()).hexdigest()[:8]
+        parts = [self.kind, self.dataset, *self.datasets, self.fingerprint, self.backbone, self.weights,
+                 self.weights_hash, self.profile]
+        if self.protocol != "xbench":   # (tables of the default protocol keep the keys they always had)
+            parts.append(self.protocol)
+        h = hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
         return f"{slug(self.dataset)}-{h}"
 
     @property
@@ -175,9 +181,20 @@ def _params(r: dict) -> dict:
     return cfg.get("params") if isinstance(cfg.get("params"), dict) else {}
 
 
+def record_protocol(r: dict) -> str:
+    """A record's evaluation protocol (records from before the field: from its metric options)."""
+    if isinstance(r.get("protocol"), str):
+        return r["protocol"]
+    from ..jobs import protocol_label
+
+    cfg = r.get("config") if isinstance(r.get("config"), dict) else {}
+    opts = cfg.get("metric_options")
+    return protocol_label(opts if isinstance(opts, dict) else {})
+
+
 def _group_key(r: dict) -> tuple:
     return (str(r["dataset"]), _fingerprint(r), str(r["backbone"]), str(r.get("weights", "?")),
-            str(r.get("weights_hash", "")), str(r.get("profile", "?")))
+            str(r.get("weights_hash", "")), str(r.get("profile", "?")), record_protocol(r))
 
 
 def _cell(entries: list[dict | None]) -> Cell:
@@ -220,11 +237,11 @@ def build_tables(records: Iterable[dict], published: Sequence[PublishedValue] = 
     for r in records:
         groups.setdefault(_group_key(r), []).append(r)
     shared = {}
-    for (dataset, fp, backbone, weights, _wh, profile) in groups:
-        shared.setdefault((dataset, backbone, weights, profile), set()).add(fp)
+    for (dataset, fp, backbone, weights, _wh, profile, protocol) in groups:
+        shared.setdefault((dataset, backbone, weights, profile, protocol), set()).add(fp)
     tables = []
     for gkey, recs in sorted(groups.items()):
-        dataset, fp, backbone, weights, weights_hash, profile = gkey
+        dataset, fp, backbone, weights, weights_hash, profile, protocol = gkey
         ok = [r for r in recs if r["status"] == "complete"]
         # rows: one per (method, parameter set); the label carries the parameter hash only when needed
         variants: dict[str, set[str]] = {}
@@ -260,9 +277,9 @@ def build_tables(records: Iterable[dict], published: Sequence[PublishedValue] = 
                    "job_id": str(r["job_id"])} for r in recs if r["status"] != "complete"]
         tables.append(Table(dataset, backbone, weights, kind, profile, rows, metrics, cells, seeds, failed, recs,
                             weights_hash=weights_hash, fingerprint=fp,
-                            show_fingerprint=len(shared[(dataset, backbone, weights, profile)]) > 1,
+                            show_fingerprint=len(shared[(dataset, backbone, weights, profile, protocol)]) > 1,
                             row_method=row_method, not_applicable=not_applicable,
-                            job_rows={str(r["job_id"]): row_of(r) for r in recs}))
+                            job_rows={str(r["job_id"]): row_of(r) for r in recs}, protocol=protocol))
     return tables
 
 

@@ -24,7 +24,7 @@ from ...registry import register_dataset
 from ..base import Dataset, Split
 from .classes import agreement_masks, consistent_classes, draw_classes, minimal_sufficient_sets, names_to_mask
 from .parts import P, PART_NAMES
-from .render import FB_MAX_OBJECTS, Rendered, SceneLayers, layout, rasterise, render
+from .render import FB_COLOUR_SLOTS, FB_MAX_OBJECTS, Rendered, SceneLayers, fb_colour_units, layout, rasterise, render
 from .scene import Scene, draw_scene
 
 ALL_PARTS = (1 << P) - 1
@@ -150,6 +150,12 @@ class SynthBirdsSplit(Split):
         lay = self.layout(i)
         return rasterise(lay, ALL_PARTS), lay.label
 
+    def part_colour_map_indexed(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(uint8 palette index map, its colour-unit table): the FunnyBirds colour code of every paint as
+        colour units (`render.fb_colour_units`; each instance of a two-colour slot has its own colour)."""
+        lay = self.layout(self._check(i))
+        return rasterise(lay, ALL_PARTS), fb_colour_units(lay.fb)
+
     def object_mask(self, i: int) -> np.ndarray:
         return self.render(i).fg_mask  # type: ignore[return-value]
 
@@ -214,6 +220,7 @@ class SynthBirds(Dataset):
     """
 
     part_names = PART_NAMES
+    part_colour_slots = FB_COLOUR_SLOTS
     keypoint_names = PART_NAMES
     version = "1"
     #: the CPU quickstart profile's overrides: a 300-image test split (about 10 000

@@ -40,10 +40,43 @@ FB_PART_COLOURS: dict[str, tuple[RGB, ...]] = {
     "wing": ((0, 255, 1), (0, 255, 2)),
 }
 FB_MAX_OBJECTS = 50  # the framework scans background colours (204, 204, 204 + i) for i < 50
+#: the slot (index into `PART_NAMES`) of each part colour of the code, one entry per colour: colour unit k + 1
+#: of `fb_colour_units` is colour `FB_COLOUR_SLOTS`' k-th (two-colour slots: eyes, feet, wings have two)
+FB_COLOUR_SLOTS: tuple[int, ...] = tuple(p for p, name in enumerate(PART_NAMES) for _ in FB_PART_COLOURS[name])
 
 
 def fb_object_colour(j: int) -> RGB:
     return (204, 204, 204 + j)
+
+
+def _fb_colour_lookup() -> tuple[np.ndarray, np.ndarray]:
+    codes, ids = [], []
+    k = 0
+    for name in PART_NAMES:
+        for c in FB_PART_COLOURS[name]:
+            k += 1
+            codes.append((c[0] << 16) | (c[1] << 8) | c[2]), ids.append(k)
+    for j in range(FB_MAX_OBJECTS):
+        c = fb_object_colour(j)
+        codes.append((c[0] << 16) | (c[1] << 8) | c[2]), ids.append(k + 1 + j)
+    order = np.argsort(codes)
+    return np.asarray(codes, dtype=np.int64)[order], np.asarray(ids, dtype=np.int32)[order]
+
+
+_FB_CODES, _FB_IDS = _fb_colour_lookup()
+
+
+def fb_colour_units(rgb: np.ndarray) -> np.ndarray:
+    """int32 [...]: the *colour unit* of each FunnyBirds code colour in `rgb` [..., 3]: 1..K for the K part
+    colours (in `FB_COLOUR_SLOTS` order: beak, eye 1, eye 2, foot 1, foot 2, tail, wing 1, wing 2),
+    K + 1 + j for background object j, 0 for anything else (backdrop, body, colours not in the code).
+
+    The FunnyBirds framework dilates every part colour on its own and adds the sums of a slot's colours, so
+    its part importance needs the colours apart; `part_map` merges them into slots."""
+    a = np.asarray(rgb).astype(np.int64)
+    packed = (a[..., 0] << 16) | (a[..., 1] << 8) | a[..., 2]
+    pos = np.clip(np.searchsorted(_FB_CODES, packed), 0, len(_FB_CODES) - 1)
+    return np.where(_FB_CODES[pos] == packed, _FB_IDS[pos], 0).astype(np.int32)
 
 
 @dataclass
@@ -254,4 +287,4 @@ def render(
 
 
 __all__ = ["Rendered", "SceneLayers", "layout", "rasterise", "render", "FB_PART_COLOURS", "FB_BODY", "FB_BACKGROUND",
-           "FB_MAX_OBJECTS", "fb_object_colour"]
+           "FB_MAX_OBJECTS", "FB_COLOUR_SLOTS", "fb_object_colour", "fb_colour_units"]
