@@ -34,10 +34,13 @@ behaviour below is stated in words, with why it changes a number:
    ``logit(removed) - logit(original)`` in float32, as the framework does on
    the model's output (`reference_pairs`).
 4. **Distractibility.** A unit is irrelevant when ``|drop| < |0.05 logit|``
-   or the removal raises the logit (float64 on the float32 logits, as the
-   framework's Python floats); images without an irrelevant unit are skipped
-   and D = 1 - sum / (images + 1e-8), so D = 1 when no image has one
-   (xbench: undefined). Background independence uses the same arithmetic.
+   or the removal raises the logit (in float64 on the float32 logits, as the
+   framework's Python floats). This differs from xbench's rule only for a
+   logit of exactly 0 that the removal leaves at 0 (relevant for the
+   framework, irrelevant for xbench). Images without an irrelevant unit are
+   skipped and D = 1 - sum / (images + 1e-8), so D = 1 when no image has one
+   (xbench: undefined). Background independence uses the framework's rule,
+   which selects the same objects as xbench's, in float64.
 5. **Single deletion** skips images whose Spearman correlation is NaN (as
    xbench does); **importance** is compared against t x the sum of the whole
    map (as SPEC 5.2 says), strictly.

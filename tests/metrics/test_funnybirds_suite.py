@@ -29,6 +29,7 @@ from xbench.metrics.funnybirds.classes import class_structure
 from xbench.metrics.funnybirds.contrastivity import select_pairs
 from xbench.metrics.funnybirds.importance import thresholds
 from xbench.metrics.funnybirds.interventions import intervention_logits
+from xbench.metrics.funnybirds.per_image import ImageQueries, per_image_suite
 from xbench.metrics.funnybirds.suite import funnybirds_background, funnybirds_suite
 from xbench.registry import METRICS
 from xbench.specs import MethodSpec
@@ -128,80 +129,20 @@ def uniform_attr(base, target):
 
 
 # the by-hand reference -------------------------------------------------------------------------
-def reference_suite(env, logit_fn, attr_fn, relevance: float = 0.05) -> dict:
-    """Every number of the suite by a per-image loop over the definitions (independent of the implementation)."""
-    ds, ts = env["ds"], thresholds().numpy()
-    y_all, c = labels(env).numpy(), ds.num_classes
+def queries(logit_fn, attr_fn) -> ImageQueries:
+    """The fake model as `per_image.ImageQueries` (one image per call)."""
+    def lg(i, keep, removed):
+        return logit_fn(torch.tensor([i]), torch.tensor([keep]), torch.tensor([removed]))[0].float().numpy()
 
-    def logit(i, keep=FULL, removed=-1):
-        return logit_fn(torch.tensor([i]), torch.tensor([keep]), torch.tensor([removed]))[0].double().numpy()
+    return ImageQueries(plain=lambda i: lg(i, FULL, -1), subset=lambda i, k: lg(i, k, -1),
+                        without_object=lambda i, j: lg(i, FULL, j),
+                        attribution=lambda i, t: attr_fn(torch.tensor([i]), torch.tensor([t]))[0].float().numpy())
 
-    def importances(i, target):
-        a = attr_fn(torch.tensor([i]), torch.tensor([target]))[0].double().numpy()
-        up = np.repeat(np.repeat(a, CELL, axis=0), CELL, axis=1)          # nearest upsampling, 8 px per cell
-        units = [ndimage.binary_dilation(env["maps"][i] == u, structure=np.ones((5, 5)))
-                 for u in range(1, P + 1 + env["n_obj"][i])]
-        return [float((up * m).sum()) for m in units], float(up.sum())
 
-    def important(imp, total, t):
-        return {u for u, v in enumerate(imp) if v > t * total}
-
-    def lowers(o, r):
-        return o - r > 0 and o - r >= relevance * abs(o)
-
-    csdc, pc, dc, d = ([[] for _ in ts] for _ in range(4))
-    sd, ts_out, ts_skipped, bi = [], [], 0, []
-    cp = ds.class_parts
-    for i, y in enumerate(y_all):
-        orig = logit(i)
-        pred = int(np.argmax(orig))
-        imp_y, tot_y = importances(i, y)
-        imp_p, tot_p = importances(i, pred)
-        sets = [sum(1 << ds.part_names.index(p) for p in s) for s in ds.minimal_sufficient_sets(int(y))]
-        units = P + env["n_obj"][i]
-        removed_logit = [logit(i, keep=FULL & ~(1 << u)) if u < P else logit(i, removed=u - P) for u in range(units)]
-        irrelevant = {u for u in range(units) if not lowers(orig[y], removed_logit[u][y])}
-        bi += [lowers(orig[y], removed_logit[u][y]) for u in range(P, units)]
-        for k, t in enumerate(ts):
-            imp_bits = sum(1 << u for u in important(imp_y, tot_y, t) if u < P)
-            if pred == y:
-                csdc[k].append(max(bin(imp_bits & s).count("1") / bin(s).count("1") for s in sets))
-            kp = sum(1 << u for u in important(imp_p, tot_p, t) if u < P)
-            pc[k].append(float(np.argmax(logit(i, keep=kp)) == pred))
-            dc[k].append(float(np.argmax(logit(i, keep=FULL & ~kp)) != pred))
-            if irrelevant:
-                d[k].append(len(important(imp_y, tot_y, t) & irrelevant) / len(irrelevant))
-        rho = stats.spearmanr(imp_y[:P], [orig[y] - removed_logit[p][y] for p in range(P)])[0]
-        if not np.isnan(rho):
-            sd.append(0.5 * rho + 0.5)
-        shared = lambda k: {p for p in range(P) if cp[k, p] == cp[y, p]}  # noqa: E731
-        cands = [k for k in range(c) if k != y and len(shared(k)) == 2]
-        pair = None
-        for ia, a in enumerate(cands):
-            for b in cands[ia + 1:]:
-                if shared(a) & shared(b):
-                    continue
-                rm_a = logit(i, keep=FULL & ~sum(1 << p for p in shared(a)))
-                rm_b = logit(i, keep=FULL & ~sum(1 << p for p in shared(b)))
-                if rm_a[a] < rm_b[a] and rm_b[b] < rm_a[b]:
-                    pair = (a, b)
-                    break
-            if pair:
-                break
-        if pair is None:
-            ts_skipped += 1
-            continue
-        a, b = pair
-        ia_, ib_ = importances(i, a)[0], importances(i, b)[0]
-        s1 = lambda imp, k: sum(imp[p] for p in shared(k))  # noqa: E731
-        ts_out += [float(s1(ia_, a) > s1(ib_, a)), float(s1(ib_, b) > s1(ia_, b))]
-    mean = lambda v: float(np.mean(v)) if v else math.nan  # noqa: E731
-    curves = {"csdc": [mean(v) for v in csdc], "pc": [mean(v) for v in pc], "dc": [mean(v) for v in dc],
-              "d": [1 - mean(v) if v else math.nan for v in d]}
-    obj = [np.nanmean([curves["csdc"][k], curves["pc"][k], curves["dc"][k]])
-           + (0 if math.isnan(curves["d"][k]) else curves["d"][k]) for k in range(len(ts))]
-    return {**curves, "index": int(np.argmax(obj)), "sd": mean(sd), "ts": mean(ts_out), "ts_skipped": ts_skipped,
-            "bi": 1 - mean(bi) if bi else math.nan}
+def reference_suite(env, logit_fn, attr_fn, relevance: float = 0.05, protocol: str = "xbench") -> dict:
+    """Every number of the suite by a per-image loop over the definitions (`per_image`, independent of the
+    vectorised implementation)."""
+    return per_image_suite(env["ds"], queries(logit_fn, attr_fn), protocol=protocol, relevance=relevance)
 
 
 def assert_matches_reference(res, ref):
@@ -212,6 +153,17 @@ def assert_matches_reference(res, ref):
         assert (math.isnan(getattr(res, name)) and math.isnan(ref[name])) or \
             getattr(res, name) == pytest.approx(ref[name], abs=1e-12), name
     assert res.counts["ts_skipped"] == ref["ts_skipped"]
+
+
+def assert_both_protocols(env, logit_fn, attr_fn) -> tuple:
+    """The vectorised suite equals the per-image statement under each protocol; returns both results."""
+    out = []
+    for protocol in ("xbench", "reference"):
+        res = funnybirds_suite(context(env, FakeModel(env, logit_fn, attr_fn), protocol=protocol))
+        assert res.protocol == protocol
+        assert_matches_reference(res, reference_suite(env, logit_fn, attr_fn, protocol=protocol))
+        out.append(res)
+    return tuple(out)
 
 
 # tests ------------------------------------------------------------------------------------------
@@ -243,6 +195,10 @@ def test_oracle_explainer_scores_csdc_one(env):
     assert res.csdc[0].item() == 1.0 and res.pc[0].item() == 1.0 and res.dc[0].item() == 1.0
     assert res.csdc.max().item() == 1.0
     assert_matches_reference(res, reference_suite(env, model_fn, oracle))
+    # the reference protocol: the last class has no minimal sufficient set, its image scores 0 (1 of 10)
+    xb, rf = assert_both_protocols(env, model_fn, oracle)
+    assert rf.csdc[0].item() == pytest.approx(0.9, abs=1e-12) and rf.counts["csdc_images"] == 10
+    assert xb.csdc[0].item() == 1.0
 
 
 def test_uniform_explainer_matches_hand_computation(env):
@@ -251,6 +207,7 @@ def test_uniform_explainer_matches_hand_computation(env):
     ctx = context(env, FakeModel(env, model_fn, uniform_attr))
     res = funnybirds_suite(ctx)
     assert_matches_reference(res, reference_suite(env, model_fn, uniform_attr))
+    assert_both_protocols(env, model_fn, uniform_attr)
     # every dilated part covers less than half the image, so at t = 0.5 nothing is important: the
     # sufficient set is not kept (PC 0), nothing is removed (DC 0), no part of a sufficient set is hit (CSDC 0)
     sizes = [ndimage.binary_dilation(m == u, structure=np.ones((5, 5))).sum()
@@ -283,8 +240,11 @@ def test_random_explainer_matches_reference(env):
         bits = ((keep[:, None] >> torch.arange(P)) & 1).float()
         return bits @ w.T + 0.3 * (removed[:, None] >= 0).float() * torch.arange(10).float()
 
-    res = funnybirds_suite(context(env, FakeModel(env, rand_model, rand_attr)))
-    assert_matches_reference(res, reference_suite(env, rand_model, rand_attr))
+    xb, rf = assert_both_protocols(env, rand_model, rand_attr)
+    # the per-image statements tell the protocols apart: the one correctly classified image is of the last
+    # class (no minimal sufficient set in the framework), and per-colour dilation reorders part importances
+    assert xb.values()["csdc"] == 1.0 and rf.values()["csdc"] == 0.0
+    assert xb.sd != pytest.approx(rf.sd, abs=1e-6)
 
 
 def test_single_deletion_on_known_logit_drops(env):
@@ -341,6 +301,7 @@ def test_target_sensitivity_pairs_against_brute_force(env):
     assert res.counts["ts_images"] == int(choice.ok.sum())
     assert res.counts["ts_skipped"] == len(y_all) - int(choice.ok.sum())
     assert_matches_reference(res, reference_suite(env, fn, attr))
+    assert_both_protocols(env, fn, attr)
 
 
 def test_background_independence(env):
@@ -407,3 +368,4 @@ def test_options_and_applicability(env):
         assert spec.applicable(model.spec, env["ds"].spec) is None
     bi = METRICS.get("background_independence").spec
     assert bi.applicable(logits_only, env["ds"].spec) is None and bi.category == "background"
+
