@@ -38,15 +38,15 @@ from xbench.views.plain import PlainView
 
 
 class _Images(torch.utils.data.Dataset):
-    def __init__(self, view, split, index, size, mean, std):
-        self.args = (view, split, index, size, mean, std)
+    def __init__(self, view, split, index, pre):
+        self.args = (view, split, index, pre)
 
     def __len__(self) -> int:
         return len(self.args[2])
 
     def __getitem__(self, j: int) -> torch.Tensor:
-        view, split, index, size, mean, std = self.args
-        return view.load(split, index, j, size, mean, std)
+        view, split, index, pre = self.args
+        return view.load(split, index, j, pre)
 
 
 def _sync(device: torch.device) -> None:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     amp = device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else torch.no_grad
 
-    images = torch.stack([view.load(split, index, j, bb.image_size, bb.mean, bb.std) for j in range(n)])
+    images = torch.stack([view.load(split, index, j, bb.preprocessing) for j in range(n)])
     model = bb.model  # the timm VisionTransformer inside xbench's wrapper
 
     @torch.no_grad()
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 
     @torch.no_grad()
     def bare_loader() -> float:
-        sub = torch.utils.data.Subset(_Images(view, split, index, bb.image_size, bb.mean, bb.std), range(n))
+        sub = torch.utils.data.Subset(_Images(view, split, index, bb.preprocessing), range(n))
         dl = torch.utils.data.DataLoader(sub, batch_size=args.batch_size, num_workers=args.workers,
                                          pin_memory=amp)
         _sync(device)

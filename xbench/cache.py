@@ -1,7 +1,7 @@
 """The on-disk feature cache: backbone tokens computed once, shared by every method and seed.
 
-One entry per (backbone, weights hash, image size, dataset fingerprint, split,
-view), keyed by a hash of exactly those inputs. An entry is a folder:
+One entry per (backbone, weights hash, image size, preprocessing, dataset
+fingerprint, split, view), keyed by a hash of exactly those inputs. An entry is a folder:
 
     meta.json          the key's inputs, shapes, chunking, status ("partial" / "complete")
     index.npz          the view's items (base image per item) and per-item metadata
@@ -58,12 +58,15 @@ class CacheKey:
     split: str
     view: str
     dtype: str = "float16"    # token precision on disk; float16 entries keep the digest they always had
+    preprocessing: dict | None = None   # Preprocessing.cache_key(): None for the original rule (same digest)
 
     def inputs(self) -> dict[str, Any]:
         out = {"format": FORMAT_VERSION, "backbone": self.backbone, "weights_hash": self.weights_hash,
                "image_size": self.image_size, "dataset": self.dataset, "split": self.split, "view": self.view}
         if self.dtype != "float16":
             out["dtype"] = self.dtype
+        if self.preprocessing is not None:
+            out["preprocessing"] = self.preprocessing
         return out
 
     @property

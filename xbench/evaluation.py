@@ -104,9 +104,8 @@ class EvalContext:
                 if self.needs_images:
                     if vindex is None:
                         vindex = view.index(sp)
-                        bb = self.extractor.backbone
-                        size, mean, std = bb.image_size, bb.mean, bb.std
-                    images = torch.stack(view.load_many(sp, vindex, [int(j) for j in sel], size, mean, std))
+                        pre = self.extractor.backbone.preprocessing   # the extraction's own rule
+                    images = torch.stack(view.load_many(sp, vindex, [int(j) for j in sel], pre))
                     images = images.to(self.device)
                 yield Batch(tokens=store.tokens(sel, self.device), images=images, index=sel)
                 bar.update(len(sel))

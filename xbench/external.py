@@ -10,8 +10,9 @@ The protocol (duck-typed; a plain `nn.Module` qualifies):
 * optional attributes: `provides` (a subset of {"logits", "attribution", "concepts"}; default
   {"logits"}, plus "attribution" / "concepts" when the method says so: xbench never guesses),
   `name` (the method name in the record; `evaluate(..., name=)` overrides it), `image_size`
-  (S, default 224), `mean` / `std` (default ImageNet's), `grid` (g of the token grid the metrics
-  work on, default S // 14 = 16), `params` (a dict recorded as the job's parameters).
+  (S, default 224), `mean` / `std` (default ImageNet's), `interpolation` (`bilinear`, the default,
+  or `bicubic`: how xbench resizes the images it hands over), `grid` (g of the token grid the
+  metrics work on, default S // 14 = 16), `params` (a dict recorded as the job's parameters).
 
 Choices:
 
@@ -39,6 +40,7 @@ from .backbones.base import IMAGENET_MEAN, IMAGENET_STD
 from .cache import TokenStore
 from .errors import ConfigError
 from .explanation import Explanation
+from .preprocessing import Preprocessing
 from .specs import PROVIDES, MethodSpec
 
 DEFAULT_IMAGE_SIZE = 224
@@ -54,6 +56,12 @@ class ImageGeometry:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     grid: int = DEFAULT_IMAGE_SIZE // DEFAULT_PATCH
+    interpolation: str = "bilinear"
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(size=self.image_size, mean=self.mean, std=self.std, interpolation=self.interpolation,
+                             source="external model")
 
 
 class ImagesOnlyExtractor:
@@ -108,7 +116,9 @@ class ExternalModel:
             mean=tuple(float(v) for v in getattr(model, "mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
             std=tuple(float(v) for v in getattr(model, "std", IMAGENET_STD)),  # type: ignore[arg-type]
             grid=int(getattr(model, "grid", size // DEFAULT_PATCH)),
+            interpolation=str(getattr(model, "interpolation", "bilinear")),
         )
+        self.geometry.preprocessing  # an unsupported interpolation stops here, in one line
 
     @property
     def name(self) -> str:

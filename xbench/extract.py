@@ -23,6 +23,7 @@ from .backbones.base import Backbone
 from .cache import CacheKey, FeatureCache, PartialEntry, TokenStore
 from .data.base import Dataset
 from .errors import DataError, UserError
+from .preprocessing import Preprocessing
 from .progress import progress
 from .tokens import Tokens
 from .views.base import View, ViewIndex
@@ -31,9 +32,9 @@ from .views.base import View, ViewIndex
 class _Items(torch.utils.data.Dataset):
     """Loads a batch (list of item ids) of a view; used with batch_size=None."""
 
-    def __init__(self, view: View, split, index: ViewIndex, size: int, mean, std, skip_bad: bool):
+    def __init__(self, view: View, split, index: ViewIndex, pre: Preprocessing, skip_bad: bool):
         self.view, self.split, self.index = view, split, index
-        self.size, self.mean, self.std = size, mean, std
+        self.pre = pre
         self.skip_bad = skip_bad
 
     def __len__(self) -> int:  # pragma: no cover - not used with a batch sampler
@@ -41,7 +42,7 @@ class _Items(torch.utils.data.Dataset):
 
     def __getitem__(self, js: list[int]) -> tuple[list[int], torch.Tensor, list[int]]:
         try:
-            xs = self.view.load_many(self.split, self.index, js, self.size, self.mean, self.std)
+            xs = self.view.load_many(self.split, self.index, js, self.pre)
             return js, torch.stack(xs), []
         except DataError:
             if not self.skip_bad:
@@ -49,9 +50,9 @@ class _Items(torch.utils.data.Dataset):
         xs, bad = [], []
         for j in js:  # find the bad items one by one; substitute zeros and report them
             try:
-                xs.append(self.view.load(self.split, self.index, j, self.size, self.mean, self.std))
+                xs.append(self.view.load(self.split, self.index, j, self.pre))
             except DataError:
-                xs.append(torch.zeros(3, self.size, self.size))
+                xs.append(torch.zeros(3, self.pre.size, self.pre.size))
                 bad.append(j)
         return js, torch.stack(xs), bad
 
@@ -83,7 +84,8 @@ class Extractor:
     def key(self, dataset: Dataset, split: str, view: View) -> CacheKey:
         return CacheKey(backbone=self.backbone.name, weights_hash=self.backbone.weights_hash,
                         image_size=self.backbone.image_size, dataset=dataset.fingerprint(), split=split,
-                        view=view.key, dtype=self.cache_dtype)
+                        view=view.key, dtype=self.cache_dtype,
+                        preprocessing=self.backbone.preprocessing.cache_key())
 
     # uncached ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -144,7 +146,7 @@ class Extractor:
             return
         n_items = sum(entry.chunk_range(k)[1] - entry.chunk_range(k)[0] for k in todo)
         bb = self.backbone
-        items = _Items(view, split, index, bb.image_size, bb.mean, bb.std, self.skip_bad)
+        items = _Items(view, split, index, bb.preprocessing, self.skip_bad)
         loader = torch.utils.data.DataLoader(
             items, batch_size=None, sampler=list(self._batches(entry, todo)), num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False,

@@ -11,7 +11,8 @@ class Tokens:
     """Last-layer, final-norm tokens of a batch.
 
     patch: [B, g, g, D] patch tokens on the g x g grid (row-major, as the ViT lays them out);
-    cls:   [B, D] class token (for the weight-free backbone: the patch mean);
+    cls:   [B, D] class token; a backbone without one (`Backbone.has_cls_token` False: ResNet,
+           weight-free) gives the mean of its patch tokens;
     reg:   [B, R, D] register tokens (R may be 0).
     """
 

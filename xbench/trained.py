@@ -19,9 +19,10 @@ weights; `file:PATH`: that file) and its weights hash must equal the record's, e
 
 Images (`as_images`): a file path, a PIL image, an HxWx3 uint8 array, a list of those, or a float
 tensor [B, 3, H, W] (or [3, H, W]) in [0, 1]. Files and PIL images are resized and normalised
-exactly as the feature extractor does (`xbench.views.preprocess`: whole image, bilinear); a
-tensor is resized with bilinear antialiased interpolation and normalised with the backbone's
-mean and std. Tokens come from `Extractor.tokens` (uncached) and are rounded to float16 like
+exactly as the feature extractor does (`xbench.views.preprocess` with the backbone's
+`preprocessing`: whole image, the backbone's interpolation); a tensor is resized with the same
+interpolation (antialiased, `torch.nn.functional.interpolate`) and normalised with the
+backbone's mean and std. Tokens come from `Extractor.tokens` (uncached) and are rounded to float16 like
 the feature cache (kept in float32 for a job run with `cache_dtype: float32`), so a dataset image
 gets the logits the runner computed for it.
 
@@ -42,11 +43,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .errors import ConfigError, ResultsError, UserError, WeightsError
 from .explanation import Explanation
+from .preprocessing import Preprocessing
 from .tokens import Tokens
 
 ImagesLike = Any  # path | PIL.Image | np.ndarray | torch.Tensor | a sequence of those
@@ -185,8 +186,8 @@ def dataset_of(record: dict, data_root: str | None = None):
 
 
 # images ----------------------------------------------------------------------------------------
-def as_images(images: ImagesLike, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Normalised float tensor [B, 3, size, size] from the accepted image forms (module docstring)."""
+def as_images(images: ImagesLike, pre: Preprocessing) -> torch.Tensor:
+    """Normalised float tensor [B, 3, size, size] from the accepted image forms, by the backbone's rule `pre`."""
     from .data.imageio import read_rgb
     from .views.base import preprocess
 
@@ -199,12 +200,7 @@ def as_images(images: ImagesLike, size: int, mean: Sequence[float], std: Sequenc
                               f"tensor [B, 3, H, W] with values in [0, 1]")
         if x.numel() and (float(x.min()) < -1e-6 or float(x.max()) > 1 + 1e-6):
             raise ConfigError("image tensor values lie outside [0, 1]: pass unnormalised images scaled to [0, 1]")
-        x = x.float()
-        if tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x - m) / s
+        return pre.tensor(x.float())   # the same interpolation as extraction, antialiased
     items = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
     if not items:
         raise ConfigError("no images given: pass a path, a PIL image, a list of them or a tensor [B, 3, H, W]")
@@ -218,7 +214,7 @@ def as_images(images: ImagesLike, size: int, mean: Sequence[float], std: Sequenc
             it = Image.fromarray(it)
         elif not isinstance(it, Image.Image):
             raise ConfigError(f"cannot read an image from a {type(it).__name__}: pass paths, PIL images or a tensor")
-        out.append(preprocess(it, size, mean, std))
+        out.append(preprocess(it, pre))
     return torch.stack(out)
 
 
@@ -268,8 +264,7 @@ class TrainedModel:
 
     # inputs ----------------------------------------------------------------------------------
     def images(self, images: ImagesLike) -> torch.Tensor:
-        bb = self.backbone
-        return as_images(images, bb.image_size, bb.mean, bb.std)
+        return as_images(images, self.backbone.preprocessing)
 
     @property
     def cache_dtype(self) -> str:

@@ -111,6 +111,7 @@ def test_bad_dicoms_raise_data_error_naming_the_file(tmp_path):
 def test_skip_bad_counts_a_dicom_without_pixel_data(tmp_path):
     """The extractor's item loader substitutes and reports the file instead of failing (--skip-bad)."""
     from xbench.extract import _Items
+    from xbench.preprocessing import Preprocessing
     from xbench.views.plain import PlainView
 
     t = make_rsna(tmp_path, n_neg=5, n_pos=5)
@@ -119,12 +120,12 @@ def test_skip_bad_counts_a_dicom_without_pixel_data(tmp_path):
     write_dicom(sp.files[1], None)
     view = PlainView()
     index = view.index(sp)
-    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-    js, x, bad = _Items(view, sp, index, 28, mean, std, skip_bad=True)[[0, 1, 2]]
+    pre = Preprocessing(28, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    js, x, bad = _Items(view, sp, index, pre, skip_bad=True)[[0, 1, 2]]
     assert js == [0, 1, 2] and bad == [1] and x.shape == (3, 3, 28, 28)
     assert torch.count_nonzero(x[1]) == 0 and torch.count_nonzero(x[0]) > 0
     with pytest.raises(DataError, match=str(sp.files[1])):
-        _Items(view, sp, index, 28, mean, std, skip_bad=False)[[0, 1, 2]]
+        _Items(view, sp, index, pre, skip_bad=False)[[0, 1, 2]]
     deep = ds.check(deep=True, show=False)
     assert deep == [f"{sp.files[1]}: cannot read DICOM (no pixel data)"]
     assert t.base.name == "rsna-pneumonia-detection-challenge"

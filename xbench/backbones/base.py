@@ -4,12 +4,24 @@ A backbone is an `nn.Module` in eval mode whose parameters never receive
 gradients. `forward(images)` takes a normalised batch [B, 3, S, S] (S =
 `image_size`, 224 by default) and returns `Tokens` (patch grid, CLS,
 registers). `forward_anchored(images, anchor)` does the same but routes the
-patch tokens entering the last block through `anchor`, laid out as a grid
-[B, D, g, g]; Grad-CAM hooks that module (SPEC 3.2).
+backbone's Grad-CAM activation through `anchor`, laid out as a grid
+[B, D, g, g]: for a ViT the patch tokens entering the last block, for a CNN
+the last stage's output feature map; Grad-CAM hooks that module (SPEC 3.2).
+
+The declared geometry is what every method and metric works from: `patch_size`
+(pixels per token cell: the ViT patch, or a CNN's total stride), `grid` =
+`image_size // patch_size`, `embed_dim`, `num_registers`. `has_cls_token`
+says whether `Tokens.cls` is a learned class token or, where the backbone has
+none (ResNet, weight-free), the mean of the patch tokens (`cls_kind`).
+
+`preprocessing` (`xbench.preprocessing.Preprocessing`: size, mean, std,
+interpolation) is how images become this backbone's input, on every path
+(extraction, views, `xbench.load`); it enters the feature-cache key.
 
 `weights_kind` is one of "pretrained", "file", "random", "weight-free" and is
-carried into every result; `weights_hash` identifies the exact parameters and
-enters the feature-cache key.
+carried into every result; `weights_hash` identifies the exact parameters (and
+whatever else changes the tokens, `hash_extra`) and enters the feature-cache
+key and the job id.
 """
 from __future__ import annotations
 
@@ -20,10 +32,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ..tokens import Tokens
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Backbone(nn.Module, metaclass=abc.ABCMeta):
@@ -34,6 +44,9 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
     num_registers: int = 0
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    preprocessing_source: str = "xbench default"
+    has_cls_token: bool = True        # False: Tokens.cls is the patch-token mean
     weights_kind: str = "random"      # "pretrained" | "file" | "random" | "weight-free"
     weights_source: str = ""          # tag, path or "" (human-readable)
 
@@ -45,6 +58,16 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
     @property
     def grid(self) -> int:
         return self.image_size // self.patch_size
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How images become this backbone's input (size, mean, std, interpolation; whole image resized)."""
+        return Preprocessing(size=self.image_size, mean=self.mean, std=self.std, interpolation=self.interpolation,
+                             source=self.preprocessing_source)
+
+    @property
+    def cls_kind(self) -> str:
+        return "token" if self.has_cls_token else "patch-mean"
 
     @property
     def weights_label(self) -> str:
@@ -77,12 +100,12 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
         return self._tokens(images, None)
 
     def forward_anchored(self, images: torch.Tensor, anchor: Callable[[torch.Tensor], torch.Tensor]) -> Tokens:
-        """Forward with the last block's patch input passed through `anchor` as [B, D, g, g] (keeps the graph)."""
+        """Forward with the Grad-CAM activation (module docstring) passed through `anchor` as [B, D, g, g] (keeps the graph)."""
         return self._tokens(images, anchor)
 
     @abc.abstractmethod
     def _tokens(self, images: torch.Tensor, anchor: Callable[[torch.Tensor], torch.Tensor] | None) -> Tokens:
-        """Tokens of a normalised batch; route the last block's patch input through `anchor` if given."""
+        """Tokens of a normalised batch; route the Grad-CAM activation through `anchor` if given."""
 
     def describe(self) -> dict:
         return {
@@ -95,6 +118,8 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
             "grid": self.grid,
             "embed_dim": self.embed_dim,
             "num_registers": self.num_registers,
+            "cls": self.cls_kind,
+            "preprocessing": self.preprocessing.describe(),
         }
 
 
@@ -105,5 +130,5 @@ def state_dict_hash(sd: dict[str, torch.Tensor], extra: str = "") -> str:
         h.update(k.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(str(t.dtype).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too (BatchNorm counters)
     return h.hexdigest()[:16]

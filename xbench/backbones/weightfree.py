@@ -77,6 +77,9 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 class WeightFree(Backbone):
     """Local colour correlogram on the 14-px grid (no weights)."""
 
+    has_cls_token = False                      # CLS = patch mean
+    preprocessing_source = "weight-free recipe (bilinear, ImageNet mean / std)"
+
     def __init__(self, image_size: int = 224):
         super().__init__()
         self.name = "weight-free"

@@ -21,6 +21,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from ..data.base import Split
+from ..preprocessing import Preprocessing
 from .base import View, ViewIndex, preprocess
 
 
@@ -68,12 +69,11 @@ class AugmentView(View):
         base = np.repeat(np.arange(len(split), dtype=np.int64), self.views)
         return ViewIndex(base=base, meta={"box": boxes, "flip": flips})
 
-    def load(self, split: Split, index: ViewIndex, j: int, size: int, mean, std) -> torch.Tensor:
+    def load(self, split: Split, index: ViewIndex, j: int, pre: Preprocessing) -> torch.Tensor:
         img = split.image(int(index.base[j]))
         box, flip, jit, order = self._draw(j)
         w, h = img.size
-        crop = img.resize((size, size), Image.BILINEAR, box=(box[0] * w, box[1] * h, box[2] * w, box[3] * h),
-                          reducing_gap=None)
+        crop = pre.resize(img, box=(box[0] * w, box[1] * h, box[2] * w, box[3] * h))  # the backbone's interpolation
         if flip:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
         for op in order:
@@ -85,4 +85,4 @@ class AugmentView(View):
                 crop = TF.adjust_saturation(crop, float(jit[2]))
             else:
                 crop = TF.adjust_hue(crop, float(jit[3]))
-        return preprocess(crop, size, mean, std)
+        return preprocess(crop, pre)

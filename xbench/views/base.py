@@ -11,26 +11,19 @@ import torch
 from PIL import Image
 
 from ..data.base import Split
+from ..preprocessing import Preprocessing
 
 
-def preprocess(img: Image.Image | np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """RGB image -> normalised float tensor [3, size, size].
+def preprocess(img: Image.Image | np.ndarray, pre: Preprocessing) -> torch.Tensor:
+    """RGB image -> normalised float tensor [3, size, size] by the backbone's rule `pre`.
 
-    The whole image is resized to size x size (bilinear, antialiased), without a
+    The whole image is resized to size x size (with the backbone's interpolation:
+    bicubic or bilinear, from its timm pretrained config; antialiased), without a
     centre crop, so that masks, part maps and keypoints map onto the token grid
     by the same scaling (documented choice: full image, aspect not preserved).
+    See `xbench.preprocessing`.
     """
-    if isinstance(img, np.ndarray):
-        img = Image.fromarray(img)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    t = torch.from_numpy(arr).permute(2, 0, 1)
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (t - m) / s
+    return pre(img)
 
 
 @dataclass
@@ -63,11 +56,11 @@ class View(abc.ABC):
         """The items of this view on `split`."""
 
     @abc.abstractmethod
-    def load(self, split: Split, index: ViewIndex, j: int, size: int, mean, std) -> torch.Tensor:
-        """Item j as a normalised tensor [3, size, size]."""
+    def load(self, split: Split, index: ViewIndex, j: int, pre: Preprocessing) -> torch.Tensor:
+        """Item j as a normalised tensor [3, size, size] (`pre`: the backbone's `preprocessing`)."""
 
-    def load_many(self, split: Split, index: ViewIndex, js: list[int], size: int, mean, std) -> list[torch.Tensor]:
-        return [self.load(split, index, j, size, mean, std) for j in js]
+    def load_many(self, split: Split, index: ViewIndex, js: list[int], pre: Preprocessing) -> list[torch.Tensor]:
+        return [self.load(split, index, j, pre) for j in js]
 
     def __repr__(self) -> str:
         return f"<view {self.key}>"

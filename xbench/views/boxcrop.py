@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..data.base import Split
+from ..preprocessing import Preprocessing
 from .base import View, ViewIndex, preprocess
 
 
@@ -27,8 +28,8 @@ class BoxCropView(View):
                 boxes.append([x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)])
         return ViewIndex(base=np.arange(len(split), dtype=np.int64), meta={"box": np.asarray(boxes, dtype=np.float32)})
 
-    def load(self, split: Split, index: ViewIndex, j: int, size: int, mean, std) -> torch.Tensor:
+    def load(self, split: Split, index: ViewIndex, j: int, pre: Preprocessing) -> torch.Tensor:
         img = split.image(int(index.base[j]))
         x1, y1, x2, y2 = (float(v) for v in index.meta["box"][j])
         img = img.crop((int(x1), int(y1), int(x2), int(y2)))
-        return preprocess(img, size, mean, std)
+        return preprocess(img, pre)

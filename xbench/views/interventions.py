@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data.base import Split
+from ..preprocessing import Preprocessing
 from .base import View, ViewIndex, preprocess
 
 
@@ -46,15 +47,15 @@ class InterventionView(View):
         o = int(index.meta["removed_object"][j])
         return keep, frozenset() if o < 0 else frozenset({o})
 
-    def load(self, split: Split, index: ViewIndex, j: int, size: int, mean, std) -> torch.Tensor:
+    def load(self, split: Split, index: ViewIndex, j: int, pre: Preprocessing) -> torch.Tensor:
         keep, removed = self._request(split, index, j)
-        return preprocess(split.intervention(int(index.base[j]), keep, removed), size, mean, std)
+        return preprocess(split.intervention(int(index.base[j]), keep, removed), pre)
 
-    def load_many(self, split: Split, index: ViewIndex, js: list[int], size: int, mean, std) -> list[torch.Tensor]:
+    def load_many(self, split: Split, index: ViewIndex, js: list[int], pre: Preprocessing) -> list[torch.Tensor]:
         # group consecutive items of the same base image so the loader can share work
         out: list[torch.Tensor] = []
         for i, grp in groupby(js, key=lambda j: int(index.base[j])):
             grp = list(grp)
             imgs = split.interventions(i, [self._request(split, index, j) for j in grp])
-            out.extend(preprocess(im, size, mean, std) for im in imgs)
+            out.extend(preprocess(im, pre) for im in imgs)
         return out

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..data.base import Split
+from ..preprocessing import Preprocessing
 from .base import View, ViewIndex
 from .plain import PlainView
 
@@ -37,12 +38,12 @@ class NoiseView(View):
         n = torch.randn(shape, generator=g) * self.sigma
         return n.clamp(-self.clip, self.clip)
 
-    def load(self, split: Split, index: ViewIndex, j: int, size: int, mean, std) -> torch.Tensor:
-        x = self.inner.load(split, index, j, size, mean, std)
+    def load(self, split: Split, index: ViewIndex, j: int, pre: Preprocessing) -> torch.Tensor:
+        x = self.inner.load(split, index, j, pre)
         n = self.noise(j, x.shape)
         if self.space == "normalized":
             return x + n
-        m = torch.tensor(mean).view(3, 1, 1)
-        s = torch.tensor(std).view(3, 1, 1)
+        m = torch.tensor(pre.mean).view(3, 1, 1)
+        s = torch.tensor(pre.std).view(3, 1, 1)
         unit = (x * s + m + n).clamp(0, 1)
         return (unit - m) / s

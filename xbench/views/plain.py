@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ..data.base import Split
+from ..preprocessing import Preprocessing
 from .base import View, ViewIndex, preprocess
 
 
@@ -14,5 +15,5 @@ class PlainView(View):
     def index(self, split: Split) -> ViewIndex:
         return ViewIndex(base=np.arange(len(split), dtype=np.int64))
 
-    def load(self, split: Split, index: ViewIndex, j: int, size: int, mean, std) -> torch.Tensor:
-        return preprocess(split.image(int(index.base[j])), size, mean, std)
+    def load(self, split: Split, index: ViewIndex, j: int, pre: Preprocessing) -> torch.Tensor:
+        return preprocess(split.image(int(index.base[j])), pre)
