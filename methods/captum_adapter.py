@@ -1,16 +1,20 @@
 """captum attributions of a classifier over the frozen backbone, as [B, g, g] token-grid maps (SPEC 3.2).
 
 The classifier is `head(tokens) -> logits` on top of
-`backbone.forward_anchored(images, anchor)`: the backbone routes the patch
+`backbone.forward_anchored(images, anchor)`: a ViT backbone routes the patch
 tokens entering its LAST transformer block through `anchor` (an
 `nn.Identity` owned by the method) laid out as a grid [B, D, g, g], CLS and
-register tokens dropped (for the weight-free backbone the anchor sits on the
-patch descriptors, before the patch mean that forms its CLS). This is the
+register tokens dropped, whatever its patch size (14 or 16). This is the
 "last transformer block with a reshape that drops CLS and register tokens" of
 SPEC 3.2, and the standard ViT Grad-CAM choice: the hooked activation is the
 last block's patch *input*, because a CLS probe's gradient with respect to the
 last block's *output* patch tokens is exactly zero (after the last block's
-attention nothing mixes patch tokens into the CLS token any more).
+attention nothing mixes patch tokens into the CLS token any more). A CNN
+backbone (ResNet-50) routes its last stage's output feature map through the
+anchor (classic Grad-CAM on the last convolutional stage; its CLS is the mean
+of that map, so the gradient is not zero); for the weight-free backbone the
+anchor sits on the patch descriptors, before the patch mean that forms its CLS.
+The grid g is always the backbone's declared one (`image_size // patch_size`).
 
 Attributions, chosen by name (`ATTRIBUTIONS`):
 
@@ -19,8 +23,9 @@ Attributions, chosen by name (`ATTRIBUTIONS`):
   `layer_integrated_gradients`, `layer_gradient_x_activation` ([B, D, g, g],
   summed over D, signed);
 * input-space methods, computed on the normalised pixels [B, 3, S, S] and
-  pooled onto the g x g grid by summing over each p x p patch (p = patch size,
-  14) and the three channels: `integrated_gradients`, `input_x_gradient`,
+  pooled onto the g x g grid by summing over each p x p patch (p = the
+  backbone's `patch_size`: 14 for DINOv2, 16 for DINOv3 / DINO / CLIP, 32 (the
+  total stride) for ResNet-50) and the three channels: `integrated_gradients`, `input_x_gradient`,
   `saliency`, `occlusion`. `pool="sum"` keeps the sign (so Integrated
   Gradients' completeness carries over: the grid sums to the logit change),
   `pool="abs"` sums |attribution|. Occlusion slides a 3 x p x p window with

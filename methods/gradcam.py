@@ -11,9 +11,14 @@ hyper-parameters and defaults). Explanations:
   `attribution(target)` runs captum's `LayerGradCam` on the method's own
   `nn.Identity` anchor, which `Backbone.forward_anchored` feeds with the patch
   tokens entering the last transformer block as a [B, D, g, g] grid (CLS and
-  registers dropped). ReLU as in Grad-CAM. Why the block's input and not its
-  output: see `captum_adapter` (the CLS probe's gradient w.r.t. the last
-  block's output patch tokens is zero).
+  registers dropped; any patch size), or on a CNN (ResNet-50) with the last
+  stage's output feature map. ReLU as in Grad-CAM. Why the block's input and
+  not its output on a ViT: see `captum_adapter` (the CLS probe's gradient
+  w.r.t. the last block's output patch tokens is zero).
+
+On a backbone without a class token (ResNet-50, weight-free) the CLS the probe
+reads is the patch-token mean (`Backbone.has_cls_token`), so the probe is the
+same as `linear-probe-patch`'s and Grad-CAM on the last stage is classic CAM.
 
 `attribution` (a Params field) swaps in another captum attribution through the
 same adapter (`integrated_gradients`, `occlusion`, ...; `captum_adapter.ATTRIBUTIONS`).

@@ -1,6 +1,9 @@
 """Linear probes (SPEC 3.1): the accuracy reference of both papers.
 
-* `linear-probe`: a linear classifier on the CLS token.
+* `linear-probe`: a linear classifier on the CLS token. On a backbone without
+  a class token (ResNet-50, weight-free: `Backbone.has_cls_token` False) the
+  CLS is the patch-token mean, so it trains on the same features as
+  `linear-probe-patch` (the record's backbone says `cls: patch-mean`).
 * `linear-probe-patch`: a linear classifier on the mean of the patch tokens
   (DINO-QPM's "Dense F^froz"). It is exactly decomposable:
   logit_c = mean_p (w_c . token_p) + b_c, so its attribution map for class c is

@@ -13,20 +13,18 @@ Weights:
   result then carries `weights: random`.
 
 Tokens are taken after the final norm of the last block; CLS and the register
-tokens are returned separately from the 16 x 16 patch grid.
+tokens (4 for `reg4`, after CLS in timm's sequence) are returned separately from
+the 16 x 16 patch grid (patch 14 at 224 px). Preprocessing: mean, std and
+interpolation from the timm pretrained config (ImageNet mean / std, bicubic),
+224 px (the config's 518 px is DINOv2's last high-resolution training phase).
+The wrapper itself (`TimmViT`, weights handling) lives in `timm_backbone`.
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
-from ..errors import WeightsError
 from ..registry import register_backbone
-from ..tokens import Tokens
-from .base import Backbone
+from .timm_backbone import TimmViT, file_sha256, load_weights_file, make  # noqa: F401 (re-exported)
 
 #: official FAIR checkpoint names, for the "pass --weights" message
 FAIR_FILES = {
@@ -43,161 +41,18 @@ _FAIR_URL = "https://dl.fbaipublicfiles.com/dinov2/{arch}/{file}"
 _ARCH = {"small": "dinov2_vits14", "base": "dinov2_vitb14", "large": "dinov2_vitl14", "giant": "dinov2_vitg14"}
 
 
-class TimmViT(Backbone):
-    """A timm VisionTransformer used as a frozen token extractor."""
-
-    def __init__(self, timm_name: str, weights: str = "auto", image_size: int = 224, seed: int = 0,
-                 registered_name: str | None = None, **model_kwargs: Any):
-        super().__init__()
-        import timm
-
-        self.name = registered_name or timm_name
-        self.timm_name = timm_name
-        self.image_size = image_size
-        weights = str(weights)
-        if weights == "auto":
-            self.model = _pretrained(timm_name, image_size, model_kwargs)
-            tag = getattr(self.model, "pretrained_cfg", {}).get("tag") or "default"
-            self.weights_kind, self.weights_source = "pretrained", f"timm:{timm_name}.{tag}"
-        elif weights == "random":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                self.model = timm.create_model(timm_name, pretrained=False, img_size=image_size, num_classes=0,
-                                               **model_kwargs)
-            self.weights_kind, self.weights_source = "random", f"seed{seed}"
-        else:
-            path = Path(weights).expanduser()
-            self.model = timm.create_model(timm_name, pretrained=False, img_size=image_size, num_classes=0,
-                                           **model_kwargs)
-            load_weights_file(self.model, path, self.name)
-            self.weights_kind, self.weights_source = "file", str(path)
-        m = self.model
-        self.patch_size = int(m.patch_embed.patch_size[0])
-        self.embed_dim = int(m.embed_dim)
-        self.num_registers = int(getattr(m, "num_reg_tokens", 0) or 0)
-        self.num_prefix = int(m.num_prefix_tokens)
-        if not getattr(m, "has_class_token", True):
-            raise WeightsError(f"backbone {self.name!r} has no class token; xbench needs one")
-        self.freeze()
-
-    def _tokens(self, images: torch.Tensor, anchor: Callable[[torch.Tensor], torch.Tensor] | None) -> Tokens:
-        m = self.model
-        x = m.patch_embed(images)
-        x = m._pos_embed(x)
-        x = m.patch_drop(x)
-        x = m.norm_pre(x)
-        blocks = list(m.blocks)
-        for blk in blocks[:-1]:
-            x = blk(x)
-        if anchor is not None:
-            x = _through_anchor(x, anchor, self.num_prefix, self.grid)
-        x = blocks[-1](x)
-        x = m.norm(x)
-        b, n, d = x.shape
-        g = self.grid
-        patch = x[:, self.num_prefix:].reshape(b, g, g, d)
-        cls = x[:, 0]
-        reg = x[:, 1:self.num_prefix]
-        return Tokens(patch=patch, cls=cls, reg=reg)
-
-    def intermediate(self, images: torch.Tensor, indices: int | list[int]) -> list[torch.Tensor]:
-        """Patch tokens of other layers as [B, g, g, D] (timm's forward_intermediates, final norm applied)."""
-        outs = self.model.forward_intermediates(images, indices=indices, norm=True, output_fmt="NHWC",
-                                                intermediates_only=True)
-        return list(outs)
-
-    def hash_extra(self) -> str:
-        return f"timm:{self.timm_name}:{self.image_size}"
-
-
-def _through_anchor(x: torch.Tensor, anchor: Callable, n_prefix: int, g: int) -> torch.Tensor:
-    prefix, patches = x[:, :n_prefix], x[:, n_prefix:]
-    b, n, d = patches.shape
-    grid = patches.transpose(1, 2).reshape(b, d, g, g)
-    grid = anchor(grid)
-    patches = grid.reshape(b, d, n).transpose(1, 2)
-    return torch.cat([prefix, patches], dim=1)
-
-
-def _pretrained(timm_name: str, image_size: int, model_kwargs: dict) -> torch.nn.Module:
-    import timm
-
-    try:
-        return timm.create_model(timm_name, pretrained=True, img_size=image_size, num_classes=0, **model_kwargs)
-    except Exception as err:  # offline, hub errors, missing cache: all the same advice
-        fair = FAIR_FILES.get(timm_name)
-        size = next((s for s in _ARCH if f"_{s}_" in timm_name), "base")
-        where = (
-            f"download {_FAIR_URL.format(arch=_ARCH[size], file=fair)} (or timm's .safetensors for "
-            f"{timm_name}) and pass --weights /path/to/{fair}"
-            if fair else "pass --weights PATH with a local .pth or .safetensors file"
-        )
-        raise WeightsError(
-            f"no pretrained weights for backbone {timm_name!r}: timm could not load them "
-            f"({type(err).__name__}; offline?); {where}"
-        ) from None
-
-
-def load_weights_file(model: torch.nn.Module, path: Path, name: str) -> None:
-    """Load a FAIR .pth or timm .safetensors file into `model`, or fail with one line."""
-    from timm.models.vision_transformer import checkpoint_filter_fn
-
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist; pass --weights with an existing .pth or .safetensors file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path), device="cpu")
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise WeightsError(
-            f"weights file {path} could not be read ({type(err).__name__}: {_first_line(err)[:120]}); "
-            "it must be a FAIR .pth (tensors only) or a timm .safetensors file"
-        ) from None
-    if not isinstance(sd, dict) or not sd:
-        raise WeightsError(f"weights file {path} holds no state dict; pass a FAIR .pth or timm .safetensors file")
-    try:
-        sd = checkpoint_filter_fn(dict(sd), model)
-        sd.pop("head.weight", None)
-        sd.pop("head.bias", None)
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-    except Exception as err:
-        raise WeightsError(
-            f"weights file {path} does not fit backbone {name!r} ({type(err).__name__}: {_first_line(err)[:160]}); "
-            f"pass the weights of {name} or choose the matching --backbone"
-        ) from None
-    missing = [k for k in missing if not k.startswith("head")]
-    if missing or unexpected:
-        raise WeightsError(
-            f"weights file {path} does not fit backbone {name!r} (missing {len(missing)} keys e.g. "
-            f"{missing[:2]}, unexpected {len(unexpected)} e.g. {list(unexpected)[:2]}); "
-            f"pass the weights of {name} or choose the matching --backbone"
-        )
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else ""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def fair_hint(timm_name: str) -> str:
+    """Offline advice for DINOv2: the official FAIR checkpoint to download and pass with --weights."""
+    fair = FAIR_FILES.get(timm_name)
+    size = next((s for s in _ARCH if f"_{s}_" in timm_name), "base")
+    if not fair:
+        return "pass --weights PATH with a local .pth or .safetensors file"
+    return (f"download {_FAIR_URL.format(arch=_ARCH[size], file=fair)} (or timm's .safetensors for "
+            f"{timm_name}) and pass --weights /path/to/{fair}")
 
 
 def _make(timm_name: str, **fixed: Any) -> Callable[..., TimmViT]:
-    def factory(weights: str = "auto", image_size: int = 224, seed: int = 0, name: str | None = None) -> TimmViT:
-        return TimmViT(timm_name, weights=weights, image_size=image_size, seed=seed,
-                       registered_name=name, **fixed)
-
-    factory.__name__ = f"make_{timm_name}"
-    factory.__doc__ = f"timm {timm_name} (frozen)."
-    return factory
+    return make(TimmViT, timm_name, hint=fair_hint, **fixed)
 
 
 _DIMS = {"small": 384, "base": 768, "large": 1024, "giant2": 1536}
