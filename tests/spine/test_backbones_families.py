@@ -85,6 +85,18 @@ def test_vit_tokens_are_timm_forward_features_split_by_hand(built, name):
     torch.testing.assert_close(t.patch, ref[:, 1 + regs:].reshape(2, g, g, -1), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", list(TINY))
+def test_intermediate_layers_lie_on_the_grid(built, name):
+    """Other layers (timm's forward_intermediates) come back as [B, g, g, D]; the last one is the token grid."""
+    bb = _bb(built, name)
+    x = _images(1, seed=6)
+    with torch.no_grad():
+        outs = bb.intermediate(x, 2)                      # the last two layers / stages
+        last = bb(x).patch
+    assert [tuple(o.shape[1:3]) for o in outs][-1] == (bb.grid, bb.grid) and outs[-1].shape[-1] == bb.embed_dim
+    torch.testing.assert_close(outs[-1], last, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["dinov2-tiny-test", "dinov3-tiny-test"])
 def test_registers_sit_right_after_cls_in_timms_sequence(built, name):
     """The prefix layout xbench splits by: class token, then the register (DINOv3: storage) tokens."""

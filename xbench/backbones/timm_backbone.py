@@ -123,9 +123,9 @@ class TimmBackbone(Backbone):
 
     def intermediate(self, images: torch.Tensor, indices: int | list[int]) -> list[torch.Tensor]:
         """Patch tokens of other layers as [B, g, g, D] (timm's forward_intermediates, final norm applied)."""
-        outs = self.model.forward_intermediates(images, indices=indices, norm=True, output_fmt="NHWC",
-                                                intermediates_only=True)
-        return list(outs)
+        outs = self.model.forward_intermediates(images, indices=indices, norm=True, output_fmt="NCHW",
+                                                intermediates_only=True)   # NCHW: the layout every timm ViT gives
+        return [o.permute(0, 2, 3, 1) for o in outs]
 
     def describe(self) -> dict:
         return {**super().describe(), "timm_model": self.timm_name,
