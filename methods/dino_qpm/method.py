@@ -11,7 +11,10 @@ Three stages, all on cached tokens (no augmentation, as in the reference):
    statistics, no dropout) and the labels give A, R; the program selects
    ``n_select = 50`` features and assigns exactly ``n_per_class = 5`` to every
    class. The solve record (objective, bound, gap, solver, wall time, fallback)
-   goes into the fit log, which the runner stores under "training".
+   goes into the fit log, which the runner stores under "training". How the
+   penalised pairs are built is ``penalty``: "spec" (SPEC 3.3's rule, default)
+   or "reference" (the reference code's construction, `qp_reference`); the
+   log's "qp" says which, with the threshold and the number of pairs.
 3. Sparse: ``logits = W_bin ((f_sel - mu) / sigma)`` with ``W_bin`` [C, 50] the
    frozen binary assignment, ``mu``/``sigma`` the frozen mean and standard
    deviation of the selected features over the training set (from the dense
@@ -59,7 +62,7 @@ from xbench.registry import register_method
 from ..base import Batch, FitContext, HeadInfo, Method, ParamsBase, TrainData, soft_cross_entropy
 from .losses import diversity_loss, l1
 from .model import PatchMLP, pool
-from .qp_problem import build_problem, check_sizes
+from .qp_problem import build_problem, check_penalty, check_sizes
 from .qp_solve import SOLVERS, solve
 
 __all__ = ["DinoQPM", "DinoQPMParams"]
@@ -91,6 +94,9 @@ class DinoQPMParams(ParamsBase):
     qp_time_limit: float = 300.0
     qp_mip_gap: float = 1e-4
     qp_tabu_iterations: int = 4000
+    #: "spec" (SPEC 3.3's penalty rule) or "reference" (A, R, threshold, pairs and weights built as the
+    #: reference code builds them; `qp_reference`). The fit log's "qp" -> "penalty" says which was used.
+    penalty: str = "spec"
     # stage 3: sparse
     sparse_epochs: int = 25
     sparse_lr: float = 5e-3
@@ -174,8 +180,10 @@ class DinoQPM(Method):
 
         t = time.perf_counter()
         f, labels = self.pooled_features(data)
-        problem = build_problem(f.double().numpy(), labels.numpy(), p.n_select, p.n_per_class,
-                                n_classes=self.info.num_classes)
+        # the reference computes its statistics on the float32 features its loaders give; SPEC's rule in float64
+        feats = f.numpy() if p.penalty == "reference" else f.double().numpy()
+        problem = build_problem(feats, labels.numpy(), p.n_select, p.n_per_class,
+                                n_classes=self.info.num_classes, penalty=p.penalty)
         sol = solve(problem, solver=p.qp_solver, time_limit=p.qp_time_limit, seed=ctx.seed,
                     mip_rel_gap=p.qp_mip_gap, tabu_iterations=p.qp_tabu_iterations)
         log["qp"] = {**problem.summary(), **sol.to_record()}
@@ -281,6 +289,7 @@ class DinoQPM(Method):
 def _validate(p: DinoQPMParams, num_classes: int) -> None:
     if p.schedule not in SCHEDULES:
         raise ConfigError(f"dino-qpm.schedule={p.schedule!r}: use one of {', '.join(SCHEDULES)}")
+    check_penalty(p.penalty)
     if p.qp_solver.lower() not in SOLVERS:
         raise ConfigError(f"dino-qpm.qp_solver={p.qp_solver!r}: use one of {', '.join(SOLVERS)}")
     for name in ("hidden_dim", "n_features", "dense_batch_size", "sparse_batch_size", "stats_batch_size"):

@@ -19,6 +19,11 @@ SPEC 3.3. From training-set statistics of the dense model (pooled features
 * the penalised pairs ``i < j`` with ``R_ij >= tau`` and their weights
   ``R~_ij``; pairs below ``tau`` contribute nothing and get no variables.
 
+This is ``penalty="spec"`` (the default). ``penalty="reference"`` builds A, R,
+the threshold, the pairs and their weights as the DINO-QPM reference code does
+(`qp_reference`, `qp_reference_threshold`); the program and its solvers are the
+same.
+
 The program (solved in `qp_solve`, heuristically in `qp_greedy`) is: choose
 ``s`` in {0,1}^N_f with ``sum s = n_select`` and a binary assignment ``y``
 [N_f, C] with ``y <= s`` (per row), exactly ``n_per_class`` ones per class and
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +54,12 @@ __all__ = [
     "objective",
     "constraint_violations",
     "check_sizes",
+    "check_penalty",
+    "PENALTIES",
 ]
+
+#: How the penalised pairs are built: SPEC 3.3's rule, or the reference code's (`qp_reference`).
+PENALTIES = ("spec", "reference")
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +77,8 @@ class QPProblem:
         n_per_class: features per class (5 in the SPEC).
         tau_set: the ``n_select`` features (sorted) the tau heuristic found
             pairwise below tau; a useful diverse starting set.
+        penalty: "spec" or "reference" (how tau, the pairs and weights were built).
+        search: the threshold search's diagnostics (``penalty="reference"``).
     """
 
     A: np.ndarray
@@ -77,6 +90,8 @@ class QPProblem:
     n_select: int
     n_per_class: int
     tau_set: np.ndarray
+    penalty: str = "spec"
+    search: dict = field(default_factory=dict)
     _penalty: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -106,16 +121,21 @@ class QPProblem:
         """Symmetric [N_f, N_f]: R~_ij on penalised pairs, 0 elsewhere (read-only)."""
         return self._penalty
 
-    def summary(self) -> dict[str, float | int]:
-        """Sizes and tau, JSON-serialisable, for the job record."""
-        return {
+    def summary(self) -> dict[str, Any]:
+        """Sizes, the penalty rule, tau and the number of penalised pairs, JSON-serialisable, for the job record
+        (with ``penalty="reference"`` also the threshold search's diagnostics)."""
+        out: dict[str, Any] = {
             "n_features": self.n_features,
             "n_classes": self.n_classes,
             "n_select": self.n_select,
             "n_per_class": self.n_per_class,
+            "penalty": self.penalty,
             "tau": float(self.tau),
             "n_penalised_pairs": int(len(self.pairs)),
         }
+        if self.search:
+            out["threshold_search"] = dict(self.search)
+        return out
 
 
 # ---------------------------------------------------------------- statistics
@@ -254,9 +274,21 @@ def check_sizes(n_features: int, n_classes: int, n_select: int, n_per_class: int
         )
 
 
-def problem_from_matrix(A: np.ndarray, n_select: int = 50, n_per_class: int = 5) -> QPProblem:
+def check_penalty(penalty: str) -> str:
+    """The penalty rule, or a one-line ConfigError naming the valid ones."""
+    if penalty not in PENALTIES:
+        raise ConfigError(f"dino-qpm.penalty={penalty!r}: use one of {', '.join(PENALTIES)}")
+    return penalty
+
+
+def problem_from_matrix(A: np.ndarray, n_select: int = 50, n_per_class: int = 5, penalty: str = "spec") -> QPProblem:
     """Build the program from a feature-class matrix A directly (benchmarks,
-    tests). A is divided by max |A| (a no-op for an already normalised A)."""
+    tests). A is divided by max |A| (a no-op for an already normalised A).
+    ``penalty="reference"``: `qp_reference.reference_problem_from_matrix`."""
+    if check_penalty(penalty) == "reference":
+        from .qp_reference import reference_problem_from_matrix
+
+        return reference_problem_from_matrix(A, n_select, n_per_class)
     A = np.array(A, dtype=np.float64)
     if A.ndim != 2:
         raise ConfigError(f"A must be [N_f, C]; got shape {A.shape}")
@@ -279,7 +311,8 @@ def problem_from_matrix(A: np.ndarray, n_select: int = 50, n_per_class: int = 5)
 
 
 def build_problem(
-    features: np.ndarray, labels: np.ndarray, n_select: int = 50, n_per_class: int = 5, n_classes: int | None = None
+    features: np.ndarray, labels: np.ndarray, n_select: int = 50, n_per_class: int = 5, n_classes: int | None = None,
+    penalty: str = "spec",
 ) -> QPProblem:
     """A, R, R~, tau and the penalised pairs from pooled training features.
 
@@ -289,7 +322,14 @@ def build_problem(
         n_select: features to select (SPEC: 50).
         n_per_class: features per class (SPEC: 5).
         n_classes: C, when some classes may be absent from ``labels``.
+        penalty: "spec" (SPEC 3.3's rule, this module) or "reference" (the
+            reference code's construction, `qp_reference.build_reference_problem`,
+            which uses the features' own dtype as the reference does).
     """
+    if check_penalty(penalty) == "reference":
+        from .qp_reference import build_reference_problem
+
+        return build_reference_problem(features, labels, n_select, n_per_class, n_classes)
     return problem_from_matrix(feature_class_correlation(features, labels, n_classes), n_select, n_per_class)
 
 
