@@ -14,7 +14,15 @@ paper's "Dense F^froz" row).
   1 - mean OVL over concepts. Each concept's scores are standardised before the
   fit (OVL is invariant to affine maps; this keeps scikit-learn's absolute
   covariance regulariser relative to the data); a concept with fewer than two
-  distinct values has OVL 1.
+  distinct values has OVL 1. ``metric_options: {contrastiveness: {scores:
+  raw}}`` fits the raw scores instead, as the reference does
+  (``GaussianMixture(n_components=2)`` on the raw training features). That is
+  scale dependent: scikit-learn adds ``reg_covar = 1e-6`` to every variance,
+  which is nothing for scores of unit spread but swamps a concept whose
+  scores vary by 1e-3 or less, pushing its two components together. The
+  reference also passes no ``random_state``, so its numbers vary from run to
+  run; xbench still seeds the fit with ``ctx.seed`` in both modes so that its
+  numbers are reproducible. The extras' ``scores`` says which was used.
 * **sid@5** (higher): on the test split, each concept map is divided by its
   mean absolute value (floored at 1e-5) and spatially soft-maxed; for the
   predicted class, the 5 concepts with the largest (signed) class weight are
@@ -27,7 +35,13 @@ paper's "Dense F^froz" row).
   1 - mean over concepts of ``max_c share[c, k]``. Classes are the generating
   labels. A concept that is constant on the training split (sum 0 after the
   shift) has no defined share; it is left out of the mean and counted as
-  ``constant`` (the reference would count it as perfectly independent).
+  ``constant`` (``constant: exclude``, the default). ``metric_options:
+  {class_independence: {constant: reference}}`` does what the reference code
+  does instead: every share is divided by ``max(total, 1e-8)``, so a constant
+  concept has share 0 for every class, counts as perfectly independent (its
+  ``1 - max share`` is 1) and stays in the mean; a concept whose shifted total
+  is below 1e-8 has shares below their true values. The extras'
+  ``constant_rule`` says which rule was used.
 * **local_size** (lower): on the test split, the importance of concept k for
   the predicted class c is ``|W[c, k] * score_k|`` divided by its max over k;
   local size = the number of concepts with importance > 0.1 (0 when every
@@ -47,17 +61,24 @@ from statistics import NormalDist
 import numpy as np
 import torch
 
+from xbench.errors import ConfigError
 from xbench.evaluation import EvalContext, MetricValue
 from xbench.progress import progress
 from xbench.registry import register_metric
 
 __all__ = [
     "normal_overlap", "gmm_overlaps", "sid_at_k", "class_shares", "class_independence_value", "local_sizes",
-    "global_size", "SID_K", "IMPORTANCE_THRESHOLD",
+    "global_size", "SID_K", "IMPORTANCE_THRESHOLD", "CONSTANT_RULES", "SCORE_MODES", "REFERENCE_CLAMP",
 ]
 
 SID_K = 5
 IMPORTANCE_THRESHOLD = 0.1
+#: class_independence's treatment of constant concepts: left out (xbench) or the reference code's clamp.
+CONSTANT_RULES = ("exclude", "reference")
+#: contrastiveness's GMM input: per-concept standardised scores (xbench) or the raw scores (reference).
+SCORE_MODES = ("standardised", "raw")
+#: the reference's floor on a concept's min-shifted training total (ClassIndependence)
+REFERENCE_CLAMP = 1e-8
 
 
 # --------------------------------------------------------------------- definitions
@@ -68,8 +89,13 @@ def normal_overlap(m1: float, s1: float, m2: float, s2: float) -> float:
     return float(NormalDist(m1, s1).overlap(NormalDist(m2, s2)))
 
 
-def gmm_overlaps(scores: np.ndarray | torch.Tensor, seed: int, show_progress: bool = False) -> np.ndarray:
-    """[K] overlap of the two components of a seeded 2-component GMM per column of scores [N, K]."""
+def gmm_overlaps(scores: np.ndarray | torch.Tensor, seed: int, show_progress: bool = False,
+                 standardise: bool = True) -> np.ndarray:
+    """[K] overlap of the two components of a seeded 2-component GMM per column of scores [N, K].
+
+    ``standardise=False`` fits each column as it is (the reference's ``raw``
+    mode; scale dependent through scikit-learn's ``reg_covar``).
+    """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
@@ -82,7 +108,7 @@ def gmm_overlaps(scores: np.ndarray | torch.Tensor, seed: int, show_progress: bo
             sd = col.std()
             if len(np.unique(col)) < 2 or not sd > 0:
                 continue  # a constant concept: both components coincide
-            z = ((col - col.mean()) / sd).reshape(-1, 1)
+            z = (((col - col.mean()) / sd) if standardise else col).reshape(-1, 1)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 gmm = GaussianMixture(n_components=2, random_state=seed).fit(z)
@@ -121,9 +147,26 @@ def class_shares(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -
     return share, constant
 
 
-def class_independence_value(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[float | None, int]:
-    """(1 - mean over non-constant concepts of max_c share[c, k], number of constant concepts)."""
+def class_independence_value(scores: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                             constant_rule: str = "exclude") -> tuple[float | None, int]:
+    """(1 - mean over concepts of max_c share[c, k], number of constant concepts).
+
+    ``constant_rule="exclude"``: constant concepts are left out of the mean
+    (None when every concept is constant). ``"reference"``: as the reference
+    code, shares are ``per-class sum / max(total, 1e-8)`` for every concept, so
+    a constant concept has max share 0 and stays in the mean.
+    """
+    if constant_rule not in CONSTANT_RULES:
+        raise ValueError(f"constant_rule must be one of {CONSTANT_RULES}; got {constant_rule!r}")
     share, constant = class_shares(scores, labels, num_classes)
+    if constant_rule == "reference":
+        if scores.shape[1] == 0:
+            return None, 0
+        x = scores.double()
+        x = x - x.min(dim=0).values
+        per_class = torch.zeros(num_classes, x.shape[1], dtype=x.dtype).index_add_(0, labels.long(), x)
+        clamped = per_class / x.sum(dim=0).clamp_min(REFERENCE_CLAMP)
+        return float(1.0 - clamped.max(dim=0).values.mean()), int(constant.sum())
     if bool(constant.all()):
         return None, int(constant.sum())
     return float(1.0 - share.max(dim=0).values[~constant].mean()), int(constant.sum())
@@ -186,21 +229,43 @@ def _test_pass(ctx: EvalContext) -> _TestPass:
     return ctx.memo("concept_space:test", run)
 
 
+# ------------------------------------------------------------------------ options
+
+
+def _choice(ctx: EvalContext, metric: str, key: str, valid: tuple[str, ...]) -> str:
+    value = ctx.option(metric, key, valid[0])
+    if value not in valid:
+        raise ConfigError(f"metric_options.{metric}.{key}={value!r} is invalid: use one of {', '.join(valid)} "
+                          f"(default {valid[0]})")
+    return str(value)
+
+
+def constant_rule(ctx: EvalContext) -> str:
+    """``metric_options.class_independence.constant``: "exclude" (default) or "reference"."""
+    return _choice(ctx, "class_independence", "constant", CONSTANT_RULES)
+
+
+def score_mode(ctx: EvalContext) -> str:
+    """``metric_options.contrastiveness.scores``: "standardised" (default) or "raw"."""
+    return _choice(ctx, "contrastiveness", "scores", SCORE_MODES)
+
+
 # ------------------------------------------------------------------------ metrics
 
 _CONCEPTS = {"concepts"}
 
 
 @register_metric("contrastiveness", direction="higher", category="concepts", needs_method=_CONCEPTS, percent=True,
-                 cost="moderate", paper="dinoqpm",
+                 cost="moderate", paper="dinoqpm", options=("contrastiveness.scores",),
                  description="1 - mean overlap of a seeded 2-component GMM fitted to each concept's training scores")
 def contrastiveness(ctx: EvalContext) -> MetricValue:
     """1 - mean overlap of the two components of a seeded 2-component GMM per concept (training split)."""
+    mode = score_mode(ctx)
     scores, _ = _train_scores(ctx)
     if scores.shape[0] < 2 or scores.shape[1] == 0:
-        return MetricValue(None, {"reason": "fewer than two training images or no concepts"})
-    ovl = gmm_overlaps(scores, ctx.seed, show_progress=ctx.show_progress)
-    return MetricValue(float(1.0 - ovl.mean()), {"concepts": int(len(ovl)), "seed": ctx.seed})
+        return MetricValue(None, {"reason": "fewer than two training images or no concepts", "scores": mode})
+    ovl = gmm_overlaps(scores, ctx.seed, show_progress=ctx.show_progress, standardise=mode == "standardised")
+    return MetricValue(float(1.0 - ovl.mean()), {"concepts": int(len(ovl)), "seed": ctx.seed, "scores": mode})
 
 
 @register_metric("sid@5", direction="higher", category="concepts", needs_method=_CONCEPTS, percent=True,
@@ -217,13 +282,14 @@ def sid_at_5(ctx: EvalContext) -> MetricValue:
 
 
 @register_metric("class_independence", direction="higher", category="concepts", needs_method=_CONCEPTS,
-                 percent=True, paper="dinoqpm",
+                 percent=True, paper="dinoqpm", options=("class_independence.constant",),
                  description="1 - mean over concepts of the largest per-class share of its (min-shifted) training total")
 def class_independence(ctx: EvalContext) -> MetricValue:
     """1 - mean over concepts of the largest per-class share of the concept's min-shifted training total."""
+    rule = constant_rule(ctx)
     scores, labels = _train_scores(ctx)
-    value, constant = class_independence_value(scores, labels, ctx.dataset.num_classes)
-    extras = {"concepts": int(scores.shape[1]), "constant": constant}
+    value, constant = class_independence_value(scores, labels, ctx.dataset.num_classes, rule)
+    extras = {"concepts": int(scores.shape[1]), "constant": constant, "constant_rule": rule}
     if value is None:
         return MetricValue(None, {**extras, "reason": "every concept is constant on the training split"})
     return MetricValue(value, extras)
