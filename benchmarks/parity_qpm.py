@@ -6,7 +6,9 @@ Needs a snapshot of the DINO-QPM repository (never committed here), e.g.
     git -C /work/.mirror/RobertZimm+DINO-QPM/repo archive HEAD | tar -x -C /tmp/dinoqpm-ref
     python benchmarks/parity_qpm.py --reference /tmp/dinoqpm-ref --seeds 0,1,2
 
-(about 4 minutes on 2 CPUs; ``--small-only`` skips the 512 x 200 instances).
+(about 4 minutes on 2 CPUs; ``--small-only`` skips the 512 x 200 instances;
+``--tiny`` adds 180 instances of 6-40 features, where both sides must agree,
+also on failing).
 Exit status 0 when every instance matches exactly.
 
 The reference's own modules are imported from the snapshot by file path
@@ -245,11 +247,48 @@ def compare(ref: types.SimpleNamespace, kind: str, n: int, C: int, seed: int, n_
     return ok
 
 
+TINY = ((6, 3, 3, 1), (8, 4, 4, 2), (12, 6, 8, 5), (20, 10, 10, 5), (30, 20, 15, 3), (40, 20, 20, 5))
+
+
+def compare_tiny(ref: types.SimpleNamespace, seeds: int = 15) -> bool:
+    """Small sizes (features x classes, n_select, per class): both sides succeed identically or both fail."""
+    from xbench.errors import ConfigError
+
+    total = same = failed = 0
+    for n, C, n_select, per_class in TINY:
+        for seed in range(seeds):
+            for kind in ("matrix", "features"):
+                A, feats, labels = instance(kind, n, C, seed)
+                if feats is not None:
+                    with contextlib.redirect_stderr(io.StringIO()):
+                        A = ref.A.corr_matrix(feats, labels)
+                A = A / np.abs(A).max()
+                try:
+                    r = reference_side(ref, A, n_select, per_class)
+                except Exception:  # the reference's own failure (assertion, IndexError, ...)
+                    r = None
+                try:
+                    x = xbench_side(A, n_select, per_class)
+                except ConfigError:
+                    x = None
+                total += 1
+                failed += r is None
+                if r is None or x is None:
+                    same += r is None and x is None
+                else:
+                    same += (r["threshold"] == x["threshold"] and r["pairs"] == x["pairs"]
+                             and np.array_equal(r["weights"], x["weights"]) and np.array_equal(r["start"], x["start"]))
+    print(f"\n== small sizes {', '.join(f'{n}x{C}/{t}' for n, C, t, _ in TINY)}, seeds 0-{seeds - 1}, "
+          f"matrix + features: {same} of {total} identical (reference failed on {failed})")
+    return same == total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", type=Path, required=True, help="checkout / snapshot of the DINO-QPM repository")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     ap.add_argument("--small-only", action="store_true", help="skip the 512 x 200 instances")
+    ap.add_argument("--tiny", action="store_true", help="also 180 instances of 6-40 features (n_select 3-20)")
     args = ap.parse_args()
     ref = load_reference(args.reference.resolve())
     import networkx
@@ -260,6 +299,8 @@ def main() -> None:
     results = [compare(ref, kind, n, C, int(seed), 50, 5)
                for seed in args.seeds.split(",") for n, C in sizes for kind in ("matrix", "features")]
     print(f"\n{sum(results)} of {len(results)} instances match exactly")
+    if args.tiny:
+        results.append(compare_tiny(ref))
     sys.exit(0 if all(results) else 1)
 
 
