@@ -35,7 +35,8 @@ import yaml
 
 from .errors import ConfigError
 
-QUICKSTART_BACKBONES = ("weight-free", "dinov2-tiny-test")
+QUICKSTART_BACKBONES = ("weight-free", "dinov2-tiny-test", "dinov3-tiny-test", "dino-tiny-test", "clip-tiny-test",
+                       "resnet-tiny-test")
 #: token precision of the feature cache (`cache_dtype`): float16 halves the disk and memory, float32 gives
 #: the backbone's own numbers (for parity with code that runs the backbone in float32)
 CACHE_DTYPES = ("float16", "float32")

@@ -224,7 +224,7 @@ class TrainedModel:
 
     def __init__(self, head: Any, backbone: Any, class_names: list[str], record: dict | None = None,
                  head_dir: Path | None = None, device: torch.device | str = "cpu", cache: str | None = None,
-                 batch_size: int = 32):
+                 batch_size: int = 32, cache_dtype: str | None = None):
         from .cache import FeatureCache
         from .data.roots import cache_root
         from .extract import Extractor
@@ -234,6 +234,7 @@ class TrainedModel:
         self.backbone = backbone
         self.class_names = list(class_names)
         self.record = record
+        self._cache_dtype = cache_dtype
         self.head_dir = head_dir
         self.batch_size = int(batch_size)
         self.extractor = Extractor(backbone, FeatureCache(cache_root(cache)), self.device, batch_size=self.batch_size,
@@ -268,8 +269,9 @@ class TrainedModel:
 
     @property
     def cache_dtype(self) -> str:
-        """The token precision the job was trained and scored with (its record's `cache_dtype`)."""
-        return str((self.record or {}).get("cache_dtype") or "float16")
+        """The token precision of this model's tokens: the one given to `load`, else the record's (the one the
+        job was trained and scored with)."""
+        return str(self._cache_dtype or (self.record or {}).get("cache_dtype") or "float16")
 
     def tokens(self, images: torch.Tensor) -> Tokens:
         """Uncached backbone tokens of a normalised batch, rounded like the job's feature cache (float16
@@ -347,8 +349,15 @@ class TrainedModel:
 
 def load(run: str | os.PathLike, job: str | None = None, *, weights: str | None = None,
          device: str | torch.device = "cpu", cache: str | None = None, data_root: str | None = None,
-         class_names: Sequence[str] | None = None, batch_size: int = 32) -> TrainedModel:
-    """A trained model from RUN (see the module docstring); `weights` overrides the record's backbone weights."""
+         class_names: Sequence[str] | None = None, batch_size: int = 32,
+         cache_dtype: str | None = None) -> TrainedModel:
+    """A trained model from RUN (see the module docstring); `weights` overrides the record's backbone weights;
+    `cache_dtype` ("float16" / "float32") the token precision of the record (how new images are rounded and
+    which cache entries `xbench.evaluate` reads)."""
+    from .config import CACHE_DTYPES
+
+    if cache_dtype is not None and cache_dtype not in CACHE_DTYPES:
+        raise ConfigError(f"cache_dtype={cache_dtype!r}: use {' or '.join(CACHE_DTYPES)}")
     from xbench.methods.base import HeadInfo, Method
 
     from .backbones import build_backbone
@@ -376,7 +385,7 @@ def load(run: str | os.PathLike, job: str | None = None, *, weights: str | None 
     head = Method.load(head_dir, expect=expect)
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     return TrainedModel(head, bb, names, record=record, head_dir=head_dir, device=dev, cache=cache,
-                        batch_size=batch_size)
+                        batch_size=batch_size, cache_dtype=cache_dtype)
 
 
 __all__ = ["TrainedModel", "Prediction", "load", "resolve_run", "as_images", "dataset_of", "class_names_of",
