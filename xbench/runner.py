@@ -160,6 +160,8 @@ class Runner:
             overrides.update(getattr(cls, "quickstart", {}) or {})
         overrides.update(self.cfg.params.get(name, {}))
         params = parse_params(cls, overrides)
+        if hasattr(params, "identity_dict"):
+            return params.identity_dict()   # (parameters added later, at their default, stay out of the job id)
         return params.to_dict() if hasattr(params, "to_dict") else dict(vars(params))
 
     def plan(self) -> list[Job]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 # What a method's explanation can provide (SPEC 4).
 PROVIDES = frozenset({"logits", "attribution", "concepts"})
@@ -151,12 +151,27 @@ class BackboneSpec:
 
 @dataclass
 class ParamsBase:
-    """Base for method hyper-parameter dataclasses (defaults = the paper's)."""
+    """Base for method hyper-parameter dataclasses (defaults = the paper's).
+
+    `identity_omits_defaults` names parameters added after jobs were first recorded whose default
+    reproduces the earlier behaviour: they enter a job's identity (its id and hash) only when set to
+    another value, so a rerun finds the records made before the parameter existed."""
+
+    identity_omits_defaults: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
         return asdict(self)
+
+    def identity_dict(self) -> dict[str, Any]:
+        """`to_dict` without the `identity_omits_defaults` parameters that are at their default."""
+        d = self.to_dict()
+        for name in self.identity_omits_defaults:
+            f = getattr(type(self), "__dataclass_fields__", {}).get(name)
+            if f is not None and name in d and d[name] == f.default:
+                d.pop(name)
+        return d
 
 
 __all__ = [

@@ -74,6 +74,9 @@ SCHEDULES = ("cosine", "constant")
 class DinoQPMParams(ParamsBase):
     """Hyper-parameters; defaults are the paper's (SPEC 3.3)."""
 
+    #: `penalty` came after the first recorded jobs; at its default ("spec") it stays out of the job id
+    identity_omits_defaults = ("penalty",)
+
     # architecture
     hidden_dim: int = 2048
     hidden_layers: int = 3
