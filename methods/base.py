@@ -140,16 +140,28 @@ class FitContext:
         return losses.sum() * (self.world_size / max(1, int(global_size)))
 
 
+#: default budget for a resident copy of the training tokens on a GPU (`gpu_resident_gb` in the run config)
+DEFAULT_GPU_RESIDENT_BYTES = 4 << 30
+
+
 class TrainData:
-    """Cached training tokens + labels; batches come out on the training device in float32."""
+    """Cached training tokens + labels; batches come out on the training device in float32.
+
+    Tokens are read from the cache batch by batch (the next batch is read by a background thread
+    while the head trains on the current one), so host memory stays bounded by a few batches
+    whatever the dataset's size. On a CUDA device the whole split is kept resident on the GPU
+    when it fits `gpu_resident_bytes` (copied chunk by chunk: no host copy of the split). The
+    order of rows is drawn in the caller's thread, so prefetching changes no number.
+    """
 
     def __init__(self, store: TokenStore, labels: np.ndarray, targets: np.ndarray | None, num_classes: int,
                  device: torch.device, views: dict[str, TokenStore] | None = None,
-                 memory_budget_bytes: int = 6 << 30, rows: np.ndarray | None = None):
+                 gpu_resident_bytes: int | None = None, rows: np.ndarray | None = None, prefetch: bool = True):
         self.store = store
         self.num_classes = num_classes
         self.device = torch.device(device)
         self.views = views or {}
+        self.prefetch = prefetch
         self.rows = np.arange(len(store)) if rows is None else np.asarray(rows)  # usable rows (bad files excluded)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         if targets is None:
@@ -158,21 +170,29 @@ class TrainData:
         else:
             t = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
         self.targets = t / t.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        nbytes = store.patch.nbytes + store.cls.nbytes + store.reg.nbytes
+        budget = DEFAULT_GPU_RESIDENT_BYTES if gpu_resident_bytes is None else int(gpu_resident_bytes)
         self._resident: Tokens | None = None
-        if nbytes <= memory_budget_bytes:
-            target = self.device if self.device.type == "cuda" else torch.device("cpu")
-            self._resident = store.tokens(slice(None), device=target,
-                                          dtype=getattr(store, "torch_dtype", torch.float16))
+        if self.device.type == "cuda" and store.nbytes <= budget:
+            self._resident = _resident_copy(store, self.device)
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def resident(self) -> bool:
+        """Whether the tokens are held on the device (GPU, within the budget) rather than read per batch."""
+        return self._resident is not None
 
     def tokens(self, idx: torch.Tensor) -> Tokens:
         if self._resident is not None:
             i = idx.to(self._resident.patch.device)
             return self._resident.index(i).to(self.device, torch.float32)
         return self.store.tokens(idx.numpy(), self.device, torch.float32)
+
+    def release(self) -> None:
+        """Drop the resident copy and the references to the stores (training is over)."""
+        self._resident = None
+        self.views = {}
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True,
                 drop_last: bool = False, shard: tuple[int, int] = (0, 1)) -> Iterator[TrainBatch]:
@@ -191,16 +211,50 @@ class TrainData:
         rank, world = shard
         n = len(order)
         stop = n - n % batch_size if drop_last and n >= batch_size else n
+        plan = []
         for s in range(0, stop, batch_size):
             idx = order[s:s + batch_size]
             size = len(idx)
             if world > 1:
                 idx = idx.tensor_split(world)[rank]
-            yield TrainBatch(idx, self.tokens(idx), self.labels[idx].to(self.device),
-                             self.targets[idx].to(self.device), global_size=size)
+            plan.append((idx, size))
+        for (idx, size), toks in zip(plan, self._read_ahead([p[0] for p in plan])):
+            yield TrainBatch(idx, toks, self.labels[idx].to(self.device), self.targets[idx].to(self.device),
+                             global_size=size)
+
+    def _read_ahead(self, plan: list[torch.Tensor]) -> Iterator[Tokens]:
+        """Tokens of each index set in `plan`, the next one read in a background thread meanwhile."""
+        if not plan:
+            return
+        if self._resident is not None or not self.prefetch or len(plan) == 1:
+            for idx in plan:
+                yield self.tokens(idx)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="xbench-prefetch") as pool:
+            nxt = pool.submit(self.tokens, plan[0])
+            for k in range(len(plan)):
+                cur = nxt.result()
+                if k + 1 < len(plan):
+                    nxt = pool.submit(self.tokens, plan[k + 1])
+                yield cur
 
     def all_batches(self, batch_size: int) -> Iterator[TrainBatch]:
         return self.batches(batch_size, shuffle=False)
+
+
+def _resident_copy(store: TokenStore, device: torch.device, rows_per_read: int = 256) -> Tokens:
+    """The whole store on `device` in its stored precision, read in pieces (no host copy of the split)."""
+    n = len(store)
+    first = store.tokens(slice(0, min(n, rows_per_read)), device, store.torch_dtype)
+    out = Tokens(*(torch.empty((n,) + tuple(t.shape[1:]), dtype=t.dtype, device=device)
+                   for t in (first.patch, first.cls, first.reg)))
+    for lo in range(0, n, rows_per_read):
+        part = first if lo == 0 else store.tokens(slice(lo, min(n, lo + rows_per_read)), device, store.torch_dtype)
+        hi = lo + len(part.patch)
+        out.patch[lo:hi], out.cls[lo:hi], out.reg[lo:hi] = part.patch, part.cls, part.reg
+    return out
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ per-dataset options and per-metric options:
     metric_options:
       funnybirds: {thresholds: 80}
     cache_dtype: float16   # or float32: tokens as the backbone gives them (reference parity)
+    gpu_resident_gb: 4     # training tokens held on the GPU when they fit in this many GB (0: read per batch)
 
 `profile` chooses a set of built-in parameter overrides: `paper` (the papers'
 hyper-parameters) or `quickstart` (smaller heads and fewer epochs so that the
@@ -68,6 +69,7 @@ class RunConfig:
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cache_dtype: str = "float16"              # float16 (default) or float32 tokens in the feature cache
+    gpu_resident_gb: float = 4.0              # training tokens kept on a CUDA device when they fit (0: never)
     slurm: dict[str, Any] = field(default_factory=dict)
 
     def resolved_profile(self) -> str:
@@ -166,6 +168,12 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"--{k.replace('_', '-')} {getattr(cfg, k)}: must be at least 1")
     if cfg.cache_dtype not in CACHE_DTYPES:
         raise ConfigError(f"--cache-dtype {cfg.cache_dtype}: use {' or '.join(CACHE_DTYPES)}")
+    try:
+        ok = float(cfg.gpu_resident_gb) >= 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"--gpu-resident-gb {cfg.gpu_resident_gb}: give a number of GB, 0 or more")
     if int(cfg.loader_workers) < 0:
         raise ConfigError(f"--loader-workers {cfg.loader_workers}: must be 0 or more")
 

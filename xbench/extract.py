@@ -117,11 +117,15 @@ class Extractor:
             index = view.index(sp)
             entry = self.cache.prepare(key, index.base, index.meta, self.backbone.grid, self.backbone.embed_dim,
                                        self.backbone.num_registers)
-            self._fill(entry, sp, view, index, f"{dataset.spec.name}/{split}/{view.kind}")
-            entry.complete()
-        store = self.cache.open(key)
+            try:
+                self._fill(entry, sp, view, index, f"{dataset.spec.name}/{split}/{view.kind}")
+                entry.complete()
+            finally:
+                entry.close()
+            store = self.cache.open(key)
         if store is None:  # pragma: no cover - would mean a bug in the cache
             raise RuntimeError(f"cache entry {d} unreadable right after extraction")
+        store.mark_checked()  # every chunk was digested (or verified) by this process just now
         return store
 
     def fill_shard(self, entry: PartialEntry, dataset: Dataset, split: str, view: View, rank: int, world: int) -> None:

@@ -34,3 +34,8 @@ def say(msg: str) -> None:
     """A status line on stderr (silenced by --quiet)."""
     if not is_quiet():
         print(msg, file=sys.stderr, flush=True)
+
+
+def notice(msg: str) -> None:
+    """A line on stderr that --quiet does not silence (a result is being recomputed, data re-extracted)."""
+    print(msg, file=sys.stderr, flush=True)

@@ -26,7 +26,7 @@ from filelock import FileLock, Timeout
 from . import testhooks
 from .backbones import build_backbone
 from .backbones.base import Backbone
-from .cache import FeatureCache
+from .cache import IO, CacheDamaged, FeatureCache
 from .config import RunConfig
 from .data.base import Dataset
 from .data.roots import cache_root, data_root
@@ -34,7 +34,7 @@ from .errors import ConfigError, UserError, unknown_name
 from .evaluation import EvalContext, MetricValue, NotApplicable
 from .extract import Extractor
 from .jobs import Job
-from .progress import say
+from .progress import notice, say
 from .provenance import git_commit, hardware, now, versions
 from .registry import DATASETS, METHODS, METRICS, include
 from .results import SCHEMA_VERSION, DamagedRecord, ResultsStore, metric_entry, read_record
@@ -224,11 +224,25 @@ class Runner:
             pending, deferred = deferred, []
         return summary
 
-    def needed_metrics(self, job: Job, rec: dict | None) -> list[str]:
-        if rec is None or rec.get("status") != "complete" or self.cfg.force:
+    def needed_metrics(self, job: Job, rec: dict | None, announce: bool = False) -> list[str]:
+        """Metrics of `job` that `rec` lacks, failed, or holds from an older metric version (all if the
+        head's method changed version since: it is retrained)."""
+        if rec is None or rec.get("status") != "complete" or self.cfg.force or method_changed(job, rec):
             return list(job.metrics)
         have = rec.get("metrics", {})
-        return [m for m in job.metrics if have.get(m, {}).get("status") not in ("ok", "n/a")]
+        out = []
+        for m in job.metrics:
+            e = have.get(m, {})
+            if e.get("status") not in ("ok", "n/a"):
+                out.append(m)
+                continue
+            now, then = METRICS.get(m).spec.version, int(e.get("version", 1))
+            if now != then:
+                if announce:
+                    notice(f"  {job.label()}: metric {m} is at version {now}, the record holds version {then}: "
+                           "recomputing it")
+                out.append(m)
+        return out
 
     def run_one(self, job: Job, blocking: bool = False) -> str:
         lock = job_lock(self.store, job.job_id)
@@ -238,7 +252,11 @@ class Runner:
             return "busy"
         try:
             rec = self.store.get(job.job_id, redo_damaged=True)  # damaged = truncated: the job runs again
-            todo = self.needed_metrics(job, rec)
+            if rec is not None and rec.get("status") == "complete" and method_changed(job, rec):
+                notice(f"  {job.label()}: method {job.method} is at version {method_version(job)}, the record "
+                       f"holds version {rec.get('method_version', 1)}: retraining")
+                rec = None
+            todo = self.needed_metrics(job, rec, announce=True)
             if rec is not None and rec.get("status") == "complete" and not todo and not self.cfg.force:
                 return "skipped"
             rec = self.execute(job, rec if (rec and rec.get("status") == "complete" and not self.cfg.force) else None,
@@ -251,11 +269,15 @@ class Runner:
         finally:
             lock.release()
 
-    def execute(self, job: Job, previous: dict | None, metrics: list[str]) -> dict:
-        """Train (or reload) the head of `job` and compute `metrics`; returns the record."""
+    def execute(self, job: Job, previous: dict | None, metrics: list[str], retry: bool = True) -> dict:
+        """Train (or reload) the head of `job` and compute `metrics`; returns the record.
+
+        Cache rows found damaged while reading (see xbench.cache) are re-extracted and the job runs once more.
+        """
         from xbench.methods.base import FitContext, HeadInfo, Method, TrainData, parse_params
 
         t0 = time.perf_counter()
+        io0 = IO.snapshot()
         timings: dict[str, Any] = dict(previous.get("timings", {})) if previous else {}
         record = self._base_record(job, previous)
         ds = self.dataset(job.dataset)
@@ -283,7 +305,8 @@ class Runner:
                 targets = None
                 if "multi_target" in ds.spec.annotations:
                     targets = np.stack([sp.targets(i) for i in range(len(sp))])
-                data = TrainData(train_store, np.asarray(sp.labels), targets, ds.num_classes, self.device, views)
+                data = TrainData(train_store, np.asarray(sp.labels), targets, ds.num_classes, self.device, views,
+                                 gpu_resident_bytes=int(float(self.cfg.gpu_resident_gb) * (1 << 30)))
                 ctx = FitContext(device=self.device, seed=job.seed, show_progress=self.show_progress)
                 tf = time.perf_counter()
                 if self.cfg.ddp > 1 and entry.spec.supports_ddp:
@@ -293,6 +316,8 @@ class Runner:
                     model.train()
                     log = model.fit(data, ctx) or {}
                 model.eval()
+                data.release()  # nothing of the training split stays referenced while the metrics run
+                del data, views
                 timings["fit_s"] = round(time.perf_counter() - tf, 3)
                 testhooks.point(f"fit:{job.method}:s{job.seed}")
                 _check_finite(model, log)
@@ -302,13 +327,21 @@ class Runner:
                 record["head"] = str(Path("heads") / job.job_id)
             if entry.spec.needs_backbone_graph:
                 model.attach_extractor(ex)
+            io_fit = IO.since(io0)
             ectx = EvalContext(model, ds, ex, device=self.device, seed=job.seed, batch_size=self.cfg.batch_size,
                                options=job.metric_options, show_progress=self.show_progress,
                                needs_images=entry.spec.needs_backbone_graph)
             mt = timings.setdefault("metrics_s", {})
             for name in metrics:
                 record["metrics"][name] = self._metric(name, entry.spec, ds, ectx, mt)
-            del test_store
+            del test_store, ectx
+            total = IO.since(io0)
+            record["io"] = {"fit": io_fit, "metrics": {k: total[k] - io_fit[k] for k in total}, "total": total}
+        except CacheDamaged as err:
+            if not retry:
+                raise
+            notice(f"  {job.label()}: {err}; extracting those chunks again and rerunning the job")
+            return self.execute(job, previous, metrics, retry=False)
         except TrainingDiverged as err:
             return self._failed(record, job, f"training diverged: {err}", t0, timings)
         except UserError:
@@ -332,7 +365,8 @@ class Runner:
             train_key=ex.key(ds, "train", PlainView()), labels=np.asarray(ds.split("train").labels),
             num_classes=ds.num_classes, targets=targets,
             view_keys={name: ex.key(ds, "train", v) for name, v in model.extra_views().items()},
-            include=[str(Path(p).resolve()) for p in self.cfg.include])
+            include=[str(Path(p).resolve()) for p in self.cfg.include],
+            gpu_resident_bytes=int(float(self.cfg.gpu_resident_gb) * (1 << 30)))
         return fit_ddp(model, spec, job.seed, self.device, int(self.cfg.ddp), show_progress=self.show_progress)
 
     def _metric(self, name: str, method_spec, ds: Dataset, ectx: EvalContext, mt: dict) -> dict:
@@ -358,6 +392,16 @@ def job_lock(store: ResultsStore, job_id: str) -> FileLock:
     return FileLock(str(store.root / "locks" / f"{job_id}.lock"))
 
 
+def method_version(job: Job) -> int:
+    """The registered version of `job`'s method (1 for a method no longer registered)."""
+    return int(METHODS.get(job.method).spec.version) if job.method in METHODS else 1
+
+
+def method_changed(job: Job, rec: dict) -> bool:
+    """Whether `rec` holds a head trained by another version of the job's method (records before versions: 1)."""
+    return int(rec.get("method_version", 1)) != method_version(job)
+
+
 def base_record(job: Job, previous: dict | None, weights_kind: str, backbone: dict, device: torch.device) -> dict:
     """A job's record before training and scoring (status 'failed' until it completes); keeps `previous`'s results."""
     rec = {
@@ -365,7 +409,7 @@ def base_record(job: Job, previous: dict | None, weights_kind: str, backbone: di
         "dataset": job.dataset, "backbone": job.backbone, "weights": job.weights,
         "weights_kind": weights_kind, "weights_hash": job.weights_hash, "seed": job.seed,
         "profile": job.profile, "protocol": job.protocol, "cache_dtype": job.cache_dtype,
-        "config": job.identity(), "config_hash": job.config_hash,
+        "config": job.identity(), "config_hash": job.config_hash, "method_version": method_version(job),
         "metrics": dict(previous.get("metrics", {})) if previous else {},
         "provenance": {**versions(), "git_commit": git_commit(), "hardware": hardware(device),
                        "date": now(), "dataset": job.dataset_fingerprint, "backbone": backbone},
@@ -380,6 +424,11 @@ def base_record(job: Job, previous: dict | None, weights_kind: str, backbone: di
 def score_metric(name: str, method_spec, ds: Dataset, ectx: EvalContext, mt: dict) -> dict:
     """The record entry of metric `name` (ok, n/a with the reason, or error); its seconds go into `mt`."""
     m = METRICS.get(name)
+    return {**_score(m, method_spec, ds, ectx, mt), "version": int(m.spec.version)}
+
+
+def _score(m, method_spec, ds: Dataset, ectx: EvalContext, mt: dict) -> dict:
+    name = m.name
     reason = m.spec.applicable(method_spec, ds.spec)
     if reason:
         return metric_entry(None, "n/a", reason)

@@ -44,6 +44,8 @@ class MethodSpec:
     needs_backbone_graph: bool = False  # explanations need gradients through the backbone
     supports_ddp: bool = False
     uses_views: tuple[str, ...] = ()    # extra cached views the head trains on (e.g. ProtoFM's teacher views)
+    #: bump when a change alters what the head learns: records store it, and a rerun retrains heads of an older version
+    version: int = 1
 
     @classmethod
     def build(cls, name: str, obj: Any, **kw: Any) -> "MethodSpec":
@@ -75,6 +77,8 @@ class MetricSpec:
     #: "funnybirds"); the runner refuses any other group or key. A metric that declares none may read any
     #: key of its own name's group.
     options: tuple[str, ...] = ()
+    #: bump when a change alters the metric's value: records store it, and a rerun recomputes older values
+    version: int = 1
 
     @classmethod
     def build(cls, name: str, obj: Any, **kw: Any) -> "MetricSpec":

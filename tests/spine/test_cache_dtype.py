@@ -37,7 +37,7 @@ def test_float32_cache_keeps_the_tokens_unrounded(tmp_path):
     r.run()
     ds = r.dataset("synthbirds")
     store = r.extractor.store(ds, "test", PlainView())
-    assert store.patch.dtype == np.float32 and store.torch_dtype == torch.float32
+    assert store.np_dtype == np.float32 and store.torch_dtype == torch.float32
     t32 = store.tokens([0, 1]).patch
     assert not torch.equal(t32.half().float(), t32)                         # not values float16 can hold
     rec = next(ResultsStore(tmp_path / "results").records())
@@ -52,7 +52,7 @@ def test_float32_cache_keeps_the_tokens_unrounded(tmp_path):
     r16 = Runner(build_config(cli_values=cli_values(tmp_path, methods="linear-probe-patch")))
     r16.run()
     store16 = r16.extractor.store(r16.dataset("synthbirds"), "test", PlainView())
-    assert store16.patch.dtype == np.float16
+    assert store16.np_dtype == np.float16
     assert torch.equal(store16.tokens([0, 1]).patch, t32.half().float())  # the same tokens, rounded
     assert len(list(ResultsStore(tmp_path / "results").records())) == 2
 

@@ -102,7 +102,7 @@ def test_cache_detects_damage_and_reextracts(tmp_path):
     key = r.extractor.key(ds, "test", PlainView())
     cache = FeatureCache(tmp_path / "cache")
     store = cache.open(key)
-    assert store is not None and store.patch.dtype == np.float16
+    assert store is not None and store.np_dtype == np.float16
     # alter one value in place: the checksum catches it, only that chunk is recomputed
     arr = np.load(cache.entry_dir(key) / "patch.npy", mmap_mode="r+")
     arr[0, 0, 0, 0] += 1

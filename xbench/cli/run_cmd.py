@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric-option", action="append", metavar="METRIC.OPTION=VALUE",
                    help="set a metric option (repeatable), e.g. funnybirds.protocol=reference")
     p.add_argument("--cache-dtype", help="float16 (default) or float32: precision of the cached backbone tokens")
+    p.add_argument("--gpu-resident-gb", type=float, help="keep the training tokens on the GPU when they fit in "
+                   "this many GB (default 4; 0: read them from the cache batch by batch)")
     p.add_argument("--batch-size", type=int, help="backbone / evaluation batch size (default 64)")
     p.add_argument("--loader-workers", type=int, help="image-loading worker processes (default 1)")
     p.add_argument("--workers", type=int, help="independent jobs run in parallel processes (default 1; one per GPU)")
@@ -64,7 +66,8 @@ def config_from_args(args: argparse.Namespace):
     cli = {k: getattr(args, k, None) for k in ("methods", "datasets", "metrics", "backbone", "weights", "seeds",
                                                   "device", "results", "cache", "data_root", "profile", "batch_size",
                                                   "loader_workers", "workers", "ddp", "executor", "include",
-                                                  "skip_bad", "force", "quiet", "cache_dtype")}
+                                                  "skip_bad", "force", "quiet", "cache_dtype",
+                                                  "gpu_resident_gb")}
     sets = parse_set(getattr(args, "set", None))
     if sets:
         cli["params"] = sets

@@ -42,6 +42,7 @@ class DDPTrainSpec:
     targets: np.ndarray | None = None
     view_keys: dict[str, CacheKey] = field(default_factory=dict)
     include: list[str] = field(default_factory=list)
+    gpu_resident_bytes: int | None = None
 
 
 def fit_ddp(model: Any, spec: DDPTrainSpec, seed: int, device: torch.device, world: int,
@@ -86,7 +87,8 @@ def _rank_main(rank: int, world: int, init: str, name: str, info: Any, params: d
         views = {k: cache.open(v) for k, v in spec.view_keys.items()}
         if store is None or any(v is None for v in views.values()):
             raise RuntimeError(f"rank {rank}: the cached training tokens in {spec.cache_root} are not complete")
-        data = TrainData(store, spec.labels, spec.targets, spec.num_classes, dev, views)
+        data = TrainData(store, spec.labels, spec.targets, spec.num_classes, dev, views,
+                         gpu_resident_bytes=spec.gpu_resident_bytes)
         cls = METHODS.get(name).obj
         model = cls(info, parse_params(cls, params)).to(dev)
         model.prepare_load(state)

@@ -21,13 +21,12 @@ those of `Extractor.store` in one process.
 """
 from __future__ import annotations
 
-import json
 
-import numpy as np
 from filelock import FileLock
 
-from ..cache import ARRAYS, PartialEntry, TokenStore
+from ..cache import PartialEntry, TokenStore
 from ..data.base import Dataset
+from ..errors import UserError
 from ..extract import Extractor
 from ..views.base import View
 from .distributed import barrier, broadcast_object, gather_objects
@@ -93,6 +92,8 @@ def extract_sharded(extractor: Extractor, dataset: Dataset, split: str, view: Vi
             entry.complete()
         barrier()
     finally:
+        if entry is not None:
+            entry.close()
         if lock is not None:
             lock.release()
     return _open(extractor, key, d)
@@ -100,12 +101,10 @@ def extract_sharded(extractor: Extractor, dataset: Dataset, split: str, view: Vi
 
 def reopen(extractor: Extractor, key) -> PartialEntry:
     """Rank r > 0: the partial entry rank 0 prepared, its arrays opened for writing (never created)."""
-    d = extractor.cache.entry_dir(key)
-    meta = json.loads((d / "meta.json").read_text())
-    if meta.get("key") != key.digest or meta.get("chunk_size") != extractor.cache.chunk_size:
-        raise ShardError(f"cache entry {d} does not match this rank's key or chunk size")
-    arrays = {n: np.load(d / f"{n}.npy", mmap_mode="r+") for n in ARRAYS}
-    return PartialEntry(extractor.cache, key, d, meta, arrays)
+    try:
+        return extractor.cache.reopen_partial(key)
+    except UserError as err:
+        raise ShardError(str(err)) from None
 
 
 def _open(extractor: Extractor, key, d) -> TokenStore:
