@@ -29,9 +29,12 @@ _OPEN: dict[tuple[str, str], TokenStore] = {}
 
 
 def forget_open(d: Path | None = None) -> None:
-    """Drop (and close) this process's open stores: all, or those of entry folder `d`."""
+    """Forget this process's open stores: all, or those of entry folder `d` (the next open opens afresh).
+
+    A store still held elsewhere stays readable; its files close when it is garbage-collected.
+    """
     for k in [k for k in _OPEN if d is None or k[0] == str(d)]:
-        _OPEN.pop(k).close()
+        _OPEN.pop(k)
 
 
 class FeatureCache:
