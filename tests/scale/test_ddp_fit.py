@@ -16,6 +16,7 @@ from xbench.methods.base import FitContext, TrainData
 from xbench.registry import METHODS
 from xbench.results import ResultsStore
 from xbench.runner import Runner
+from xbench.views import PlainView
 
 
 def _data(n: int) -> TrainData:
@@ -90,6 +91,10 @@ def test_two_gloo_ranks_train_the_same_heads_as_one_process(tmp_path, solver):
     for job_id, a in ra.items():
         b = rb[job_id]
         assert b["training"]["world_size"] == 2 and "world_size" not in a["training"]
+        # each rank opens the sealed entries cheaply and reads the train split once (the pooling pass)
+        train = Runner(build_config(cli_values=two)).extractor.store(
+            Runner(build_config(cli_values=two)).dataset("synthbirds"), "train", PlainView()).nbytes
+        assert [r["bytes_read"] for r in b["training"]["io_per_rank"]] == [train, train]
         assert b["training"]["final_loss"] == pytest.approx(a["training"]["final_loss"], rel=1e-5)
         assert b["metrics"]["accuracy"]["value"] == pytest.approx(a["metrics"]["accuracy"]["value"], rel=1e-5)
         ha = load_file(str(tmp_path / "one" / "results" / a["head"] / "head.safetensors"))

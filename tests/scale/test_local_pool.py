@@ -64,6 +64,12 @@ def test_gpu_assignment(monkeypatch):
     assert gpu_assignment("auto", 3, 2) == ["4", "6", "4"]      # the ids this process was given
 
 
+def split_bytes(runner: Runner, split: str) -> int:
+    from xbench.views import PlainView
+
+    return runner.extractor.store(runner.dataset("synthbirds"), split, PlainView()).nbytes
+
+
 def test_pool_gives_the_serial_records_and_records_a_dead_worker(tmp_path, plugin):
     serial = Runner(build_config(cli_values=tiny_values(tmp_path / "serial", seeds="0,1", methods="linear-probe")))
     s1 = serial.run()
@@ -83,6 +89,10 @@ def test_pool_gives_the_serial_records_and_records_a_dead_worker(tmp_path, plugi
         ha = load_file(str(tmp_path / "serial" / "results" / ra["head"] / "head.safetensors"))
         hb = load_file(str(tmp_path / "pool" / "results" / rb["head"] / "head.safetensors"))
         assert all(np.array_equal(ha[k].numpy(), hb[k].numpy()) for k in ha)  # bit for bit
+        # a worker opens the sealed entries with a stat: it reads the train split once (the probe's pooling
+        # pass) and the test split once (accuracy), and nothing else (no re-hash of any entry)
+        assert rb["io"]["total"]["bytes_read"] == split_bytes(serial, "train") + split_bytes(serial, "test")
+        assert rb["io"]["fit"]["bytes_read"] == split_bytes(serial, "train")
     crashed = [r for r in b.values() if r["method"] == "crash-probe"]
     assert len(crashed) == 2 and all(r["status"] == "failed" and "exited with code 3" in r["error"] for r in crashed)
     # everything complete: no worker is started, every job is reported as already complete

@@ -59,6 +59,9 @@ def fit_ddp(model: Any, spec: DDPTrainSpec, seed: int, device: torch.device, wor
         spawn(_rank_main, payload, world)
         trained = load_file(str(out / "head.safetensors"))
         log = json.loads((out / "log.json").read_text())
+        if isinstance(log, dict):  # what each rank read from the cache (opening entries included)
+            log["io_per_rank"] = [json.loads((out / f"io-{r}.json").read_text()) for r in range(world)
+                                  if (out / f"io-{r}.json").exists()]
     finally:
         shutil.rmtree(out, ignore_errors=True)
     model.prepare_load(trained)
@@ -81,6 +84,9 @@ def _rank_main(rank: int, world: int, init: str, name: str, info: Any, params: d
     for path in spec.include:
         include(path)
     dev = device_for_rank(device, rank)
+    from ..cache import IO
+
+    io0 = IO.snapshot()
     with process_group(rank, world, backend_for(dev), init):
         cache = FeatureCache(spec.cache_root, chunk_size=spec.chunk_size)
         store = cache.open(spec.train_key)
@@ -103,4 +109,5 @@ def _rank_main(rank: int, world: int, init: str, name: str, info: Any, params: d
             trained = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             atomic_save(Path(out) / "head.safetensors", lambda p: save_file(trained, p))
             atomic_write_json(Path(out) / "log.json", _jsonable(log))
+        atomic_write_json(Path(out) / f"io-{rank}.json", IO.since(io0))
         barrier()
