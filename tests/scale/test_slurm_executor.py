@@ -92,7 +92,16 @@ def test_node_task_runs_skips_and_records_a_plan_mismatch(tmp_path):
     assert run_job_task(d, jobs[1].job_id, 1, dataclasses.asdict(jobs[1])) == "done"
     store = ResultsStore(tmp_path / "results")
     assert store.get(jobs[1].job_id)["status"] == "complete" and store.get(jobs[0].job_id) is None
+    store = ResultsStore(tmp_path / "results")
     assert run_job_task(d, jobs[1].job_id, 0, None) == "skipped"  # found by id when the index is off
+    # a task on a warm cache opens the sealed entries with a stat: one pass over train (pooling), one over test
+    from xbench.views import PlainView
+
+    r = Runner(config_from_dict(d))
+    ds = r.dataset("synthbirds")
+    split = {s: r.extractor.store(ds, s, PlainView()).nbytes for s in ("train", "test")}
+    assert run_job_task(d, jobs[0].job_id, 0, dataclasses.asdict(jobs[0])) == "done"
+    assert store.get(jobs[0].job_id)["io"]["total"]["bytes_read"] == split["train"] + split["test"]
     # the submitter planned a job the node does not know (other data, other version): recorded as failed
     other = dataclasses.replace(jobs[0], seed=99)
     status = run_job_task(d, other.job_id, 0, dataclasses.asdict(other))
