@@ -87,6 +87,9 @@ class RunSummary:
 
 class Runner:
     def __init__(self, cfg: RunConfig):
+        from .memory import bound_heap
+
+        bound_heap()  # freed batch buffers go back to the system (see xbench/memory.py)
         self.cfg = cfg
         for path in cfg.include:
             include(path)

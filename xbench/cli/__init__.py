@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from ..memory import bound_heap
+
+    bound_heap()  # freed batch buffers go back to the system (see xbench/memory.py)
     if not argv:
         argv = ["run"]  # `xbench` alone is the quickstart
     parser = build_parser()
