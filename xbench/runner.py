@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -164,6 +165,24 @@ class Runner:
             return params.identity_dict()   # (parameters added later, at their default, stay out of the job id)
         return params.to_dict() if hasattr(params, "to_dict") else dict(vars(params))
 
+    def ddp_notice(self) -> str | None:
+        """With `--ddp N`, the one line naming the selected methods that train in one process anyway."""
+        if int(self.cfg.ddp) <= 1:
+            return None
+        names = self.method_names()
+        plain = [m for m in names if not METHODS.get(m).spec.supports_ddp]
+        if not plain:
+            return None
+        ddp = [m for m in names if m not in plain]
+        return (f"xbench: --ddp {self.cfg.ddp}: {', '.join(plain)} {'does' if len(plain) == 1 else 'do'} not support "
+                f"DistributedDataParallel and train{'s' if len(plain) == 1 else ''} in one process"
+                + (f" (DDP: {', '.join(ddp)})" if ddp else ""))
+
+    def warn_ddp(self) -> None:
+        line = self.ddp_notice()
+        if line:
+            print(line, file=sys.stderr, flush=True)   # an option that does not apply is said even with --quiet
+
     def plan(self) -> list[Job]:
         methods = self.method_names()
         metrics = tuple(self.metric_names())
@@ -206,6 +225,7 @@ class Runner:
                 except DamagedRecord:
                     pass  # run_one warns and runs the job again
         summary = RunSummary(jobs=jobs)
+        self.warn_ddp()
         say(f"xbench: {len(jobs)} job(s); backbone {self.backbone.name} (weights: {self.backbone.weights_label}); "
             f"profile {self.profile}; device {self.device}; results in {self.store.root}")
         pending = list(jobs)

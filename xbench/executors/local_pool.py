@@ -50,6 +50,7 @@ def run_pool(cfg: RunConfig) -> RunSummary:
     """Run the plan of `cfg` with `cfg.workers` worker processes; the summary matches the serial run's."""
     runner = Runner(cfg)
     jobs = runner.plan()
+    runner.warn_ddp()
     runner.store.ensure_writable()
     summary = RunSummary(jobs=jobs)
     pending = []
