@@ -95,7 +95,6 @@ class FitContext:
     device: torch.device
     seed: int
     show_progress: bool = True
-    amp: bool = False
     world_size: int = 1
     rank: int = 0
     log: list = field(default_factory=list)

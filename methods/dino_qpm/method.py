@@ -254,15 +254,13 @@ class DinoQPM(Method):
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if p.schedule == "cosine"
                  else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
         g = ctx.generator(1 if stage == "dense" else 2)
-        amp = ctx.amp and ctx.device.type == "cuda"
         hist: dict[str, list[float]] = {"loss": [], "ce": [], "div": [], "train_acc": []}
         self.train()
         for _ in ctx.epochs(epochs, f"dino-qpm {stage}"):
             sums: dict[str, float] = {}
             n = correct = 0
             for b in data.batches(bs, generator=g, shuffle=True):
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    loss, parts, logits = self._stage_step(stage, b.tokens.patch, b.targets)
+                loss, parts, logits = self._stage_step(stage, b.tokens.patch, b.targets)
                 if not torch.isfinite(loss):
                     from xbench.runner import TrainingDiverged
 
