@@ -57,6 +57,7 @@ class GradCam(Method):
     """CLS linear probe explained by captum LayerGradCam on the last block (post-hoc baseline)."""
 
     Params = GradCamParams
+    logits_need_images = False   # logits read the cached CLS tokens: EvalContext renders no image for them
 
     def __init__(self, info: HeadInfo, params: GradCamParams | None = None):
         super().__init__(info, params)

@@ -86,9 +86,17 @@ class EvalContext:
         view = view or PlainView()
         return self.memo(f"store:{split}:{view.key}", lambda: self.extractor.store(self.dataset, split, view))
 
+    @property
+    def logits_need_images(self) -> bool:
+        """Whether `model.logits(batch)` needs the images: models that need images for their explanations
+        but read logits from the cached tokens (Grad-CAM's CLS probe) say `logits_need_images = False`, so
+        the logits of every intervention come from the cache, with no image rendered."""
+        return bool(self.needs_images and getattr(self.model, "logits_need_images", True))
+
     def batches(self, split: str = "test", view: View | None = None, indices: np.ndarray | None = None,
-                desc: str | None = None) -> Iterator[Any]:
-        """Model inputs (tokens from the cache; images only for models that need them) in batches."""
+                desc: str | None = None, images: bool | None = None) -> Iterator[Any]:
+        """Model inputs in batches: tokens from the cache; images when `images` (default: models that need
+        them)."""
         from xbench.methods.base import Batch  # the batch container is shared with heads
 
         view = view or PlainView()
@@ -96,12 +104,13 @@ class EvalContext:
         idx = np.arange(len(store)) if indices is None else np.asarray(indices, dtype=np.int64)
         sp = self.split(split)
         vindex = None
+        with_images = self.needs_images if images is None else bool(images)
         with progress(total=len(idx), desc=desc or f"eval {split}/{view.kind}", enabled=self.show_progress,
                       unit="img") as bar:
             for s in range(0, len(idx), self.batch_size):
                 sel = idx[s:s + self.batch_size]
                 images = None
-                if self.needs_images:
+                if with_images:
                     if vindex is None:
                         vindex = view.index(sp)
                         pre = self.extractor.backbone.preprocessing   # the extraction's own rule
@@ -117,7 +126,8 @@ class EvalContext:
         view = view or PlainView()
 
         def run() -> torch.Tensor:
-            out = [self.model.logits(b).float().cpu() for b in self.batches(split, view, desc=f"logits {split}/{view.kind}")]
+            out = [self.model.logits(b).float().cpu() for b in self.batches(split, view, desc=f"logits {split}/{view.kind}",
+                                                                       images=self.logits_need_images)]
             return torch.cat(out) if out else torch.zeros(0, self.dataset.num_classes)
 
         return self.memo(f"logits:{split}:{view.key}", run)

@@ -207,3 +207,29 @@ def test_logits_from_cached_cls_and_fit_equals_linear_probe(tmp_path, weight_fre
     labels = ctx.labels("test")
     maps = [exp.attribution(labels[torch.as_tensor(idx)]) for idx, exp in ctx.explanations("test")]
     assert [tuple(m.shape) for m in maps] == [(3, 4, 4), (2, 4, 4)]
+
+
+def test_intervention_logits_read_cached_tokens_and_render_no_image(tmp_path, weight_free_small, monkeypatch):
+    """Grad-CAM's logits come from the cached CLS tokens: EvalContext.logits loads no image (the intervention
+    checks ask for the logits of every intervention), explanations still get the images."""
+    from xbench.cache import FeatureCache
+    from xbench.data.synthbirds import SynthBirds
+    from xbench.evaluation import EvalContext
+    from xbench.extract import Extractor
+    from xbench.views import PlainView
+
+    ds = SynthBirds(num_classes=3, train_per_class=1, test_per_class=2, resolution=64)
+    ex = Extractor(weight_free_small, FeatureCache(tmp_path), "cpu", batch_size=8, num_workers=0, show_progress=False)
+    test = ex.store(ds, "test", PlainView())
+    m = _model(weight_free_small, classes=3, seed=2)
+    m.attach_extractor(ex)
+    loads = []
+    real = PlainView.load_many
+    monkeypatch.setattr(PlainView, "load_many", lambda self, *a, **k: loads.append(1) or real(self, *a, **k))
+    ctx = EvalContext(m, ds, ex, device="cpu", batch_size=4, show_progress=False, needs_images=True)
+    with torch.no_grad():
+        want = m.linear(test.tokens(np.arange(6), "cpu").cls)
+    torch.testing.assert_close(ctx.logits("test"), want)
+    assert loads == []
+    maps = [exp.attribution(0) for _, exp in ctx.explanations("test")]
+    assert len(loads) == 2 and [tuple(a.shape) for a in maps] == [(4, 4, 4), (2, 4, 4)]
