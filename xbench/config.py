@@ -58,6 +58,7 @@ class RunConfig:
     batch_size: int = 64
     loader_workers: int = 1
     workers: int = 1
+    threads: int = 0                          # torch CPU threads per process (0: torch's default, as serial)
     ddp: int = 1                              # heads of methods with supports_ddp train on this many processes
     executor: str = "local"
     force: bool = False
@@ -166,6 +167,8 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"--{k.replace('_', '-')} {getattr(cfg, k)}: must be at least 1")
     if cfg.cache_dtype not in CACHE_DTYPES:
         raise ConfigError(f"--cache-dtype {cfg.cache_dtype}: use {' or '.join(CACHE_DTYPES)}")
+    if int(cfg.threads) < 0:
+        raise ConfigError(f"--threads {cfg.threads}: must be 0 (torch's default) or more")
     if int(cfg.loader_workers) < 0:
         raise ConfigError(f"--loader-workers {cfg.loader_workers}: must be 0 or more")
 

@@ -91,6 +91,8 @@ class Runner:
         self.cfg = cfg
         for path in cfg.include:
             include(path)
+        if int(cfg.threads) > 0:
+            torch.set_num_threads(int(cfg.threads))
         self.device = resolve_device(cfg.device)
         self.store = ResultsStore(Path(cfg.results))
         self.cache = FeatureCache(cache_root(cfg.cache))

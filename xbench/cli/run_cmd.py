@@ -30,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="backbone / evaluation batch size (default 64)")
     p.add_argument("--loader-workers", type=int, help="image-loading worker processes (default 1)")
     p.add_argument("--workers", type=int, help="independent jobs run in parallel processes (default 1; one per GPU)")
+    p.add_argument("--threads", type=int, help="torch CPU threads in this process and in every --workers process "
+                   "(default: torch's default, the serial run's count, so --workers N gives the serial numbers)")
     p.add_argument("--ddp", type=int, help="train heads of methods that support it with DistributedDataParallel "
                    "on N processes (default 1)")
     p.add_argument("--executor", help="local (default) or slurm (one array task per job; see docs/cluster.md)")
