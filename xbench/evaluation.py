@@ -24,6 +24,7 @@ from .data.base import Dataset
 from .explanation import Explanation
 from .progress import progress
 from .views import PlainView, View
+from .views.base import ViewIndex
 
 
 class ModelLike:
@@ -82,9 +83,37 @@ class EvalContext:
     def labels(self, split: str = "test") -> torch.Tensor:
         return torch.as_tensor(np.asarray(self.split(split).labels), dtype=torch.long)
 
+    @property
+    def has_tokens(self) -> bool:
+        """Whether the extractor gives backbone tokens (False for a model scored on images alone)."""
+        return bool(getattr(self.extractor, "has_tokens", True))
+
+    @property
+    def grid(self) -> int:
+        """g of the g x g token grid the explanations live on (the backbone's, or an external model's; an
+        extractor without a backbone attribute: its test store's)."""
+        bb = getattr(self.extractor, "backbone", None)
+        return int(bb.grid) if bb is not None else int(self.store("test").grid)
+
     def store(self, split: str = "test", view: View | None = None) -> TokenStore:
+        """The cached tokens of a view (models on tokens only; metrics read `items` and `grid`)."""
         view = view or PlainView()
         return self.memo(f"store:{split}:{view.key}", lambda: self.extractor.store(self.dataset, split, view))
+
+    def items(self, split: str = "test", view: View | None = None) -> ViewIndex:
+        """The view's items: the split image each comes from (`base`) and per-item metadata (`meta`).
+
+        With tokens, read from the cache entry (the same arrays the tokens were extracted for); without,
+        from the view itself (no store, no backbone)."""
+        view = view or PlainView()
+
+        def build() -> ViewIndex:
+            if self.has_tokens:
+                st = self.store(split, view)
+                return ViewIndex(np.asarray(st.base), dict(st.index_meta))
+            return view.index(self.split(split))
+
+        return self.memo(f"items:{split}:{view.key}", build)
 
     @property
     def logits_need_images(self) -> bool:
@@ -100,8 +129,8 @@ class EvalContext:
         from xbench.methods.base import Batch  # the batch container is shared with heads
 
         view = view or PlainView()
-        store = self.store(split, view)
-        idx = np.arange(len(store)) if indices is None else np.asarray(indices, dtype=np.int64)
+        store = self.store(split, view) if self.has_tokens else None
+        idx = np.arange(len(self.items(split, view))) if indices is None else np.asarray(indices, dtype=np.int64)
         sp = self.split(split)
         vindex = None
         with_images = self.needs_images if images is None else bool(images)
@@ -116,7 +145,8 @@ class EvalContext:
                         pre = self.extractor.backbone.preprocessing   # the extraction's own rule
                     images = torch.stack(view.load_many(sp, vindex, [int(j) for j in sel], pre))
                     images = images.to(self.device)
-                yield Batch(tokens=store.tokens(sel, self.device), images=images, index=sel)
+                tokens = store.tokens(sel, self.device) if store is not None else None
+                yield Batch(tokens=tokens, images=images, index=sel)
                 bar.update(len(sel))
 
     # model outputs ------------------------------------------------------------------------------
