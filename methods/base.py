@@ -30,176 +30,20 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-import math
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from xbench.atomic import atomic_save, atomic_write_json
-from xbench.cache import TokenStore
 from xbench.errors import ConfigError, ResultsError
 from xbench.explanation import Explanation
-from xbench.progress import progress
+from xbench.method_api import Batch, FitContext, HeadInfo, TrainBatch, TrainData, parse_params  # noqa: F401 (re-exported)
 from xbench.specs import MethodSpec, ParamsBase
-from xbench.tokens import Tokens
 
 __all__ = ["Method", "HeadInfo", "TrainData", "TrainBatch", "FitContext", "Batch", "ParamsBase", "soft_cross_entropy",
            "parse_params"]
-
-
-@dataclass(frozen=True)
-class HeadInfo:
-    """What a head needs to know about its inputs."""
-
-    num_classes: int
-    grid: int
-    dim: int
-    num_registers: int = 0
-    backbone: str = ""
-    weights_hash: str = ""
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class Batch:
-    """What `Method.explain` receives: cached tokens, and images only for methods that need the backbone graph."""
-
-    tokens: Tokens | None = None
-    images: torch.Tensor | None = None
-    index: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        if self.tokens is not None:
-            return len(self.tokens)
-        return int(self.images.shape[0]) if self.images is not None else 0
-
-
-@dataclass
-class TrainBatch:
-    index: torch.Tensor        # rows of the training store
-    tokens: Tokens
-    labels: torch.Tensor       # [B] generating class
-    targets: torch.Tensor      # [B, C] soft targets (uniform over every consistent class)
-    global_size: int = 0       # rows of the global batch this batch is a shard of (= B in one process)
-
-
-@dataclass
-class FitContext:
-    device: torch.device
-    seed: int
-    show_progress: bool = True
-    world_size: int = 1
-    rank: int = 0
-    log: list = field(default_factory=list)
-
-    def generator(self, offset: int = 0) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
-
-    def epochs(self, n: int, desc: str) -> Iterator[int]:
-        with progress(total=n, desc=desc, enabled=self.show_progress and self.rank == 0, unit="ep") as bar:
-            for e in range(n):
-                yield e
-                bar.update(1)
-
-    # DistributedDataParallel (methods declaring supports_ddp=True; see docs/cluster.md) -------------
-    def ddp(self, module: nn.Module) -> nn.Module:
-        """`module` wrapped in DistributedDataParallel when training on several ranks, else itself."""
-        if self.world_size <= 1:
-            return module
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
-        return DistributedDataParallel(module, device_ids=ids)
-
-    def all_reduce_sum(self, value: float) -> float:
-        """Sum of `value` over the ranks (for logs: every rank then reports the global number)."""
-        if self.world_size <= 1:
-            return float(value)
-        import torch.distributed as dist
-
-        t = torch.tensor([float(value)], dtype=torch.float64,
-                         device=self.device if self.device.type == "cuda" else "cpu")
-        dist.all_reduce(t)
-        return float(t.item())
-
-    def global_mean(self, losses: torch.Tensor, global_size: int) -> torch.Tensor:
-        """Loss whose DDP-averaged gradient is that of the mean of `losses` over the whole global batch.
-
-        `losses` are this rank's per-row losses, `global_size` the rows of the global batch over
-        every rank. DDP averages gradients over ranks, so the rank's sum is scaled by
-        world / global_size; shards of unequal (or zero) size are handled exactly.
-        """
-        return losses.sum() * (self.world_size / max(1, int(global_size)))
-
-
-class TrainData:
-    """Cached training tokens + labels; batches come out on the training device in float32."""
-
-    def __init__(self, store: TokenStore, labels: np.ndarray, targets: np.ndarray | None, num_classes: int,
-                 device: torch.device, views: dict[str, TokenStore] | None = None,
-                 memory_budget_bytes: int = 6 << 30, rows: np.ndarray | None = None):
-        self.store = store
-        self.num_classes = num_classes
-        self.device = torch.device(device)
-        self.views = views or {}
-        self.rows = np.arange(len(store)) if rows is None else np.asarray(rows)  # usable rows (bad files excluded)
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-        if targets is None:
-            t = torch.zeros(len(self.labels), num_classes)
-            t[torch.arange(len(self.labels)), self.labels] = 1.0
-        else:
-            t = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
-        self.targets = t / t.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        nbytes = store.patch.nbytes + store.cls.nbytes + store.reg.nbytes
-        self._resident: Tokens | None = None
-        if nbytes <= memory_budget_bytes:
-            target = self.device if self.device.type == "cuda" else torch.device("cpu")
-            self._resident = store.tokens(slice(None), device=target,
-                                          dtype=getattr(store, "torch_dtype", torch.float16))
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def tokens(self, idx: torch.Tensor) -> Tokens:
-        if self._resident is not None:
-            i = idx.to(self._resident.patch.device)
-            return self._resident.index(i).to(self.device, torch.float32)
-        return self.store.tokens(idx.numpy(), self.device, torch.float32)
-
-    def batches(self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True,
-                drop_last: bool = False, shard: tuple[int, int] = (0, 1)) -> Iterator[TrainBatch]:
-        """Mini-batches of `batch_size` rows in an order drawn from `generator`.
-
-        With `shard=(rank, world)` (DistributedDataParallel) `batch_size` is the *global* batch: every
-        rank draws the same order (give each rank an identically seeded generator), cuts the same
-        global batches and keeps its part of each (`tensor_split`: contiguous, sizes differ by at
-        most one, possibly empty). The sequence of global batches is therefore the one-process
-        sequence, and every rank takes the same number of steps. `TrainBatch.global_size` is the
-        global batch's size; `FitContext.global_mean(per_row_losses, batch.global_size)` gives the
-        loss whose DDP-averaged gradient equals the one-process gradient.
-        """
-        rows = torch.as_tensor(self.rows)
-        order = rows[torch.randperm(len(rows), generator=generator)] if shuffle else rows
-        rank, world = shard
-        n = len(order)
-        stop = n - n % batch_size if drop_last and n >= batch_size else n
-        for s in range(0, stop, batch_size):
-            idx = order[s:s + batch_size]
-            size = len(idx)
-            if world > 1:
-                idx = idx.tensor_split(world)[rank]
-            yield TrainBatch(idx, self.tokens(idx), self.labels[idx].to(self.device),
-                             self.targets[idx].to(self.device), global_size=size)
-
-    def all_batches(self, batch_size: int) -> Iterator[TrainBatch]:
-        return self.batches(batch_size, shuffle=False)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -288,67 +132,3 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
 
 def _jsonable(params: Any) -> dict:
     return dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params or {})
-
-
-def parse_params(method_cls: type, overrides: dict[str, Any] | None) -> Any:
-    """The method's Params with `overrides` applied; unknown names and bad types give a one-line error."""
-    P = method_cls.Params
-    overrides = dict(overrides or {})
-    if not dataclasses.is_dataclass(P):
-        if overrides:
-            raise ConfigError(f"method {method_cls.spec.name!r} takes no parameters (got {sorted(overrides)})")
-        return P()
-    fields = {f.name: f for f in dataclasses.fields(P)}
-    hints = typing.get_type_hints(P)
-    kw = {}
-    for k, v in overrides.items():
-        if k not in fields:
-            raise ConfigError(
-                f"method {method_cls.spec.name!r} has no parameter {k!r} (valid: {', '.join(sorted(fields))})"
-            )
-        kw[k] = _coerce(v, hints.get(k, Any), f"{method_cls.spec.name}.{k}")
-    return P(**kw)
-
-
-def _coerce(v: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    try:
-        if tp is bool:
-            if isinstance(v, str):
-                if v.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if v.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            return bool(v)
-        if tp is int:
-            if isinstance(v, float) and not v.is_integer():
-                raise ValueError
-            return int(v)
-        if tp is float:
-            f = float(v)
-            if math.isnan(f):
-                raise ValueError
-            return f
-        if tp is str:
-            return str(v)
-        if origin in (tuple, list) and args:
-            seq = v.split(",") if isinstance(v, str) else list(v)
-            inner = args[0]
-            out = [_coerce(x, inner, where) for x in seq]
-            return tuple(out) if origin is tuple else out
-        if origin is typing.Union or str(origin) == "types.UnionType":
-            if v is None or (isinstance(v, str) and v.lower() == "none"):
-                return None
-            for a in args:
-                if a is type(None):
-                    continue
-                try:
-                    return _coerce(v, a, where)
-                except ConfigError:
-                    continue
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"parameter {where}={v!r} is not a valid {getattr(tp, '__name__', tp)}") from None
-    return v
