@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,7 +36,6 @@ import torch
 from torch import nn
 
 from xbench.atomic import atomic_save, atomic_write_json
-from xbench.errors import ConfigError, ResultsError
 from xbench.explanation import Explanation
 from xbench.method_api import Batch, FitContext, HeadInfo, TrainBatch, TrainData, parse_params  # noqa: F401 (re-exported)
 from xbench.specs import MethodSpec, ParamsBase
@@ -78,6 +76,12 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
 
     def extra_views(self) -> dict:
         """Cached views (name -> xbench.views.View) of the training split this head trains on."""
+        return type(self).views_for(self.params)
+
+    @classmethod
+    def views_for(cls, params: Any) -> dict:
+        """The same views from the parameters alone, so that planning and `xbench extract` need not build the
+        head: override this (not `extra_views`) when the views depend only on `params`."""
         return {}
 
     def attach_extractor(self, extractor: Any) -> None:
@@ -98,33 +102,11 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
 
     @staticmethod
     def load(folder: str | Path, expect: HeadInfo | None = None) -> "Method":
-        """Load a saved head; with `expect`, refuse heads of another backbone or class count."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        """Load a saved head; with `expect`, refuse heads of another backbone or class count
+        (`xbench.method_api.load_head`)."""
+        from xbench.method_api import load_head
 
-        from xbench.registry import METHODS
-
-        folder = Path(folder)
-        try:
-            desc = json.loads((folder / "head.json").read_text())
-            state = load_file(str(folder / "head.safetensors"))
-        except (OSError, ValueError, SafetensorError) as err:  # missing, truncated, or not a safetensors file
-            raise ResultsError(f"saved head in {folder} is missing or unreadable ({type(err).__name__}); "
-                               f"re-run the job with --force") from None
-        cls = METHODS.get(desc["method"]).obj
-        info = HeadInfo(**desc["info"])
-        if expect is not None:
-            for f in ("backbone", "num_classes", "dim", "grid"):
-                if getattr(expect, f) != getattr(info, f):
-                    raise ConfigError(
-                        f"saved head {folder} was trained with {f}={getattr(info, f)!r}, not {getattr(expect, f)!r}; "
-                        f"use the matching --backbone / dataset or retrain"
-                    )
-        model = cls(info, parse_params(cls, desc.get("params", {})))
-        model.prepare_load(state)
-        model.load_state_dict(state, strict=True)
-        model.eval()
-        return model
+        return load_head(folder, expect)
 
     def prepare_load(self, state: dict[str, torch.Tensor]) -> None:
         """Hook: resize buffers whose shape is only known after training, before load_state_dict."""

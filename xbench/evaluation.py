@@ -12,6 +12,7 @@ them once per job through `ctx.memo(name, fn)`.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -20,9 +21,12 @@ import numpy as np
 import torch
 
 from .cache import TokenStore
+from .errors import ConfigError, UserError, unknown_name
 from .data.base import Dataset
 from .explanation import Explanation
 from .progress import progress
+from .registry import METRICS
+from .results import _jsonable, metric_entry
 from .views import PlainView, View
 from .views.base import ViewIndex
 
@@ -126,7 +130,7 @@ class EvalContext:
                 desc: str | None = None, images: bool | None = None) -> Iterator[Any]:
         """Model inputs in batches: tokens from the cache; images when `images` (default: models that need
         them)."""
-        from xbench.methods.base import Batch  # the batch container is shared with heads
+        from .method_api import Batch  # the batch container is shared with heads
 
         view = view or PlainView()
         store = self.store(split, view) if self.has_tokens else None
@@ -169,3 +173,52 @@ class EvalContext:
         for b in self.batches(split, view, indices, desc=f"explain {split}"):
             with torch.set_grad_enabled(grad):
                 yield b.index, self.model.explain(b)
+
+
+# scoring a metric (the runner and xbench.evaluate alike) --------------------------------------------------
+def score_metric(name: str, method_spec, ds: Dataset, ectx: EvalContext, mt: dict) -> dict:
+    """The record entry of metric `name` (ok, n/a with the reason, or error); its seconds go into `mt`."""
+    m = METRICS.get(name)
+    reason = m.spec.applicable(method_spec, ds.spec)
+    if reason:
+        return metric_entry(None, "n/a", reason)
+    t = time.perf_counter()
+    try:
+        out = m.obj(ectx)
+    except UserError as err:
+        return metric_entry(None, "error", str(err), seconds=time.perf_counter() - t)
+    except NotApplicable as err:
+        return metric_entry(None, "n/a", str(err))
+    dt = time.perf_counter() - t
+    mt[name] = round(dt, 3)
+    if isinstance(out, MetricValue):
+        val, extras = out.value, out.extras
+    else:
+        val, extras = out, {}
+    if val is None:
+        return metric_entry(None, "n/a", extras.pop("reason", "undefined on this data"), extras=_jsonable(extras))
+    val = float(val)
+    if not math.isfinite(val):
+        return metric_entry(None, "error", f"value is {val}", seconds=dt)
+    return metric_entry(val, "ok", extras=_jsonable(extras), seconds=dt)
+
+
+def check_metric_options(options: dict) -> None:
+    """Refuse `metric_options` groups and keys that no registered metric reads (see `MetricSpec.options`)."""
+    if not options:
+        return
+    declared: dict[str, set[str]] = {}
+    for e in METRICS.entries():
+        for o in e.spec.options:
+            group, _, key = o.rpartition(".")
+            declared.setdefault(group, set()).add(key)
+    for group, opts in options.items():
+        if group not in declared and group not in METRICS:
+            raise unknown_name("metric_options group (a metric or an option family)", group,
+                               set(declared) | set(METRICS.names()))
+        if not isinstance(opts, dict):
+            raise ConfigError(f"metric_options.{group} must be a mapping of option names to values")
+        bad = sorted(set(opts) - declared.get(group, set()))
+        if bad and group in declared:
+            raise ConfigError(f"metric_options.{group}: unknown option {bad[0]!r} "
+                              f"(valid: {', '.join(sorted(declared[group]))})")

@@ -9,9 +9,11 @@ here (or, as before, from `xbench.methods.base`, which re-exports them).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -19,11 +21,11 @@ import torch
 from torch import nn
 
 from xbench.cache import TokenStore
-from xbench.errors import ConfigError
+from xbench.errors import ConfigError, ResultsError
 from xbench.progress import progress
 from xbench.tokens import Tokens
 
-__all__ = ["HeadInfo", "Batch", "TrainBatch", "FitContext", "TrainData", "parse_params"]
+__all__ = ["HeadInfo", "Batch", "TrainBatch", "FitContext", "TrainData", "parse_params", "load_head"]
 
 
 @dataclass(frozen=True)
@@ -238,3 +240,34 @@ def _coerce(v: Any, tp: Any, where: str) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"parameter {where}={v!r} is not a valid {getattr(tp, '__name__', tp)}") from None
     return v
+
+
+def load_head(folder: str | Path, expect: HeadInfo | None = None) -> Any:
+    """A saved head (head.json + head.safetensors, never pickle) as its registered method; with `expect`,
+    refuse heads of another backbone, class count, width or grid."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from xbench.registry import METHODS
+
+    folder = Path(folder)
+    try:
+        desc = json.loads((folder / "head.json").read_text())
+        state = load_file(str(folder / "head.safetensors"))
+    except (OSError, ValueError, SafetensorError) as err:  # missing, truncated, or not a safetensors file
+        raise ResultsError(f"saved head in {folder} is missing or unreadable ({type(err).__name__}); "
+                           f"re-run the job with --force") from None
+    cls = METHODS.get(desc["method"]).obj
+    info = HeadInfo(**desc["info"])
+    if expect is not None:
+        for f in ("backbone", "num_classes", "dim", "grid"):
+            if getattr(expect, f) != getattr(info, f):
+                raise ConfigError(
+                    f"saved head {folder} was trained with {f}={getattr(info, f)!r}, not {getattr(expect, f)!r}; "
+                    f"use the matching --backbone / dataset or retrain"
+                )
+    model = cls(info, parse_params(cls, desc.get("params", {})))
+    model.prepare_load(state)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model

@@ -266,7 +266,7 @@ class DinoQPM(Method):
             for b in data.batches(bs, generator=g, shuffle=True):
                 loss, parts, logits = self._stage_step(stage, b.tokens.patch, b.targets)
                 if not torch.isfinite(loss):
-                    from xbench.runner import TrainingDiverged
+                    from xbench.errors import TrainingDiverged
 
                     raise TrainingDiverged(f"dino-qpm {stage} loss is {loss.item()}")
                 opt.zero_grad(set_to_none=True)

@@ -169,3 +169,13 @@ def test_an_image_model_has_no_token_store_and_metrics_read_items_from_the_conte
     assert ctx.logits("test", view).shape == (len(want), ds.num_classes)
     with pytest.raises(ConfigError, match="no backbone tokens"):
         ex.store(ds, "test", view)
+
+
+def test_evaluate_validates_metric_options_as_the_runner_does():
+    """A misspelt option is one clear error naming the valid ones, not a silent default (same check as `xbench run`)."""
+    ds = synthbirds()
+    model = CellModel(ds.num_classes, (0, 0))
+    with pytest.raises(ConfigError, match=r"metric_options.funnybirds: unknown option 'protocl' \(valid: .*protocol"):
+        xbench.evaluate(model, ds, metrics=["accuracy"], metric_options={"funnybirds": {"protocl": "reference"}})
+    with pytest.raises(ConfigError, match="funnybird"):
+        xbench.evaluate(model, ds, metrics=["accuracy"], metric_options={"funnybird": {"protocol": "reference"}})

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         lines = extract_rank(env.rank, env.world, "env://", _cfg_dict(cfg), env.local_rank)
     elif args.world > 1:
         from ..executors.distributed import check_devices, spawn
-        from ..runner import resolve_device
+        from ..device import resolve_device
 
         check_devices(resolve_device(cfg.device), args.world, "--world")
         spawn(_spawned_rank, (_cfg_dict(cfg),), args.world)
