@@ -45,8 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import stats
 
 from xbench.backbones import build_backbone
 from xbench.cache import FeatureCache

@@ -8,7 +8,11 @@ all methods and seeds. Metrics never import a method: they call
 `ctx.model.explain(batch)` / `ctx.model.logits(batch)` and read `ctx.dataset`.
 
 A metric family that yields several numbers (the FunnyBirds suite) computes
-them once per job through `ctx.memo(name, fn)`.
+them once per job through `ctx.memo(name, fn)`. Metrics read a view's items
+(`ctx.items`: base image and metadata) and the grid (`ctx.grid`) here, never
+from token stores. `score_metric` turns one metric into its record entry (ok,
+n/a with the reason, or error) and `check_metric_options` refuses options no
+metric reads: the runner and `xbench.evaluate` both call them.
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ Layout of a results folder:
     records/<job_id>.json     one record per job, written atomically
     heads/<job_id>/           the trained head (head.safetensors + head.json)
     .lock                     taken while a job is claimed or a record written
+    locks/<job_id>.lock       held while a process runs the job (`job_lock`)
 
 A record is complete, failed, or absent: nothing else is ever on disk under
 `records/` (temporary files start with '.' and are ignored; those a killed
@@ -14,6 +15,9 @@ version; a record from a newer xbench (`NewerRecord`), or a damaged one
 line naming the file. `xbench run` treats a damaged record of a job it is
 about to run as no record (it warns and runs the job again, replacing it) but
 stops at a newer one, which it must not overwrite.
+
+Records are built here too (`base_record`: identity, config, provenance; `_jsonable` for logs and
+extras), for the runner, `xbench.evaluate` and failed executor tasks alike.
 """
 from __future__ import annotations
 
