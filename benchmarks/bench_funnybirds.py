@@ -18,9 +18,10 @@ Timed, in one process and one run:
   stored masks deleted first, so the part maps are rendered and the masks built:
   intervention logits in batches, explanations in batches, tensor math over
   images x thresholds x units;
-* `naive`: a straightforward reference written here, image by image: the model
-  on each intervention (batch of one), one explanation per image and target,
-  the map upsampled and each unit's mask dilated per image, Python sets per
+* `naive`: the per-image statement of the suite that the tests also check it
+  against (`xbench.metrics.funnybirds.per_image`), image by image: the model on
+  each intervention (batch of one), one explanation per image and target, the
+  map upsampled and each unit's mask dilated per image, Python sets per
   threshold. It is also a cross-check: every curve and number must agree.
 
 * `vectorised, masks from the cache`: the same suite in a fresh context with the
@@ -44,14 +45,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import stats
 
 from xbench.backbones import build_backbone
 from xbench.cache import FeatureCache
 from xbench.evaluation import EvalContext
 from xbench.extract import Extractor
 from xbench.metrics.funnybirds.masks import clear_shared
+from xbench.metrics.funnybirds.per_image import cached_queries, per_image_suite
 from xbench.metrics.funnybirds.suite import compute_suite, funnybirds_background
 from xbench.methods.base import Batch, FitContext, HeadInfo, TrainData
 from xbench.methods.linear_probe import LinearParams, LinearProbePatch
@@ -59,104 +59,11 @@ from xbench.registry import DATASETS
 from xbench.views import InterventionView, PlainView
 
 
-# the naive reference -------------------------------------------------------------------------------
+# the naive reference: the suite image by image, the same module the tests check the suite against -----
 def naive_suite(model, ds, test_store, view_store, n_thr: int = 80, relevance: float = 0.05) -> dict:
-    """The suite image by image (FunnyBirds-style loops), on the same cached tokens."""
-    sp = ds.split("test")
-    names = list(ds.part_names)
-    p_n, full = len(names), (1 << len(names)) - 1
-    ts = np.linspace(0.01, 0.5, n_thr)
-    cp = np.asarray(ds.class_parts)
-    c_n = cp.shape[0]
-    rows_of: dict[int, list[int]] = {}
-    for j, b in enumerate(view_store.base):
-        rows_of.setdefault(int(b), []).append(j)
-    keep_meta, rem_meta = view_store.index_meta["keep"], view_store.index_meta["removed_object"]
-
-    def shared(a: int, y: int) -> set[int]:
-        return {p for p in range(p_n) if cp[a, p] == cp[y, p]}
-
-    csdc, pc, dc, dd = ([[] for _ in ts] for _ in range(4))
-    sd, ts_out, ts_skipped, bi_total, bi_rel = [], [], 0, 0, 0
-
-    def lowers(o: float, r: float) -> bool:
-        return o - r > 0 and o - r >= relevance * abs(o)
-
-    with torch.no_grad():
-        for i in range(len(sp)):
-            y = int(sp.labels[i])
-            exp = model.explain(Batch(tokens=test_store.tokens([i]), index=np.array([i])))
-            orig = exp.logits[0].double()
-            pred = int(orig.argmax())
-            sub, obj = {}, {}
-            for j in rows_of[i]:                                     # one intervention image at a time
-                lg = model.logits(Batch(tokens=view_store.tokens([j]), index=np.array([j])))[0].double()
-                if rem_meta[j] < 0:
-                    sub[int(keep_meta[j])] = lg
-                else:
-                    obj[int(rem_meta[j])] = lg
-            pm = torch.from_numpy(np.asarray(sp.part_map(i)).astype(np.int64))
-            h, w = pm.shape
-            units = p_n + sp.num_objects(i)
-            dil = [F.max_pool2d((pm == u + 1).float()[None, None], 5, stride=1, padding=2)[0, 0].double()
-                   for u in range(units)]
-
-            def importances(target: int) -> tuple[list[float], float]:
-                a = exp.attribution(target)[0].double()
-                up = F.interpolate(a[None, None], size=(h, w), mode="nearest")[0, 0]
-                return [float((up * m).sum()) for m in dil], float(up.sum())
-
-            def logit_removed(u: int) -> torch.Tensor:
-                return sub[full & ~(1 << u)] if u < p_n else obj[u - p_n]
-
-            imp_y, tot_y = importances(y)
-            imp_p, tot_p = importances(pred)
-            sets = [sum(1 << names.index(n) for n in s) for s in ds.minimal_sufficient_sets(y)]
-            irrelevant = {u for u in range(units) if not lowers(float(orig[y]), float(logit_removed(u)[y]))}
-            for u in range(p_n, units):
-                bi_total += 1
-                bi_rel += lowers(float(orig[y]), float(logit_removed(u)[y]))
-            for k, t in enumerate(ts):
-                imp_set = {u for u in range(units) if imp_y[u] > t * tot_y}
-                bits = sum(1 << u for u in imp_set if u < p_n)
-                if pred == y and sets:
-                    csdc[k].append(max(bin(bits & s).count("1") / bin(s).count("1") for s in sets))
-                kp = sum(1 << u for u in range(p_n) if imp_p[u] > t * tot_p)
-                pc[k].append(float(int(sub[kp].argmax()) == pred))
-                dc[k].append(float(int(sub[full & ~kp].argmax()) != pred))
-                if irrelevant:
-                    dd[k].append(len(imp_set & irrelevant) / len(irrelevant))
-            drops = [float(orig[y] - logit_removed(p)[y]) for p in range(p_n)]
-            rho = stats.spearmanr(imp_y[:p_n], drops)[0]
-            if not np.isnan(rho):
-                sd.append(0.5 * rho + 0.5)
-            cands = [a for a in range(c_n) if a != y and len(shared(a, y)) == 2]
-            pair = None
-            for ia, a in enumerate(cands):
-                for b in cands[ia + 1:]:
-                    pa, pb = shared(a, y), shared(b, y)
-                    if pa & pb:
-                        continue
-                    rm_a, rm_b = sub[full & ~sum(1 << p for p in pa)], sub[full & ~sum(1 << p for p in pb)]
-                    if rm_a[a] < rm_b[a] and rm_b[b] < rm_a[b]:
-                        pair = (a, b, pa, pb)
-                        break
-                if pair:
-                    break
-            if pair is None:
-                ts_skipped += 1
-                continue
-            a, b, pa, pb = pair
-            i_a, i_b = importances(a)[0], importances(b)[0]
-            ts_out += [float(sum(i_a[p] for p in pa) > sum(i_b[p] for p in pa)),
-                       float(sum(i_b[p] for p in pb) > sum(i_a[p] for p in pb))]
-    mean = lambda v: float(np.mean(v)) if v else math.nan  # noqa: E731
-    curves = {"csdc": [mean(v) for v in csdc], "pc": [mean(v) for v in pc], "dc": [mean(v) for v in dc],
-              "d": [1 - mean(v) if v else math.nan for v in dd]}
-    obj_t = [np.nanmean([curves["csdc"][k], curves["pc"][k], curves["dc"][k]])
-             + (0.0 if math.isnan(curves["d"][k]) else curves["d"][k]) for k in range(len(ts))]
-    return {**curves, "index": int(np.argmax(obj_t)), "sd": mean(sd), "ts": mean(ts_out), "ts_skipped": ts_skipped,
-            "bi": 1 - bi_rel / bi_total if bi_total else math.nan}
+    """`per_image.per_image_suite` (xbench protocol) on the same cached tokens, one image (batch of one) per call."""
+    return per_image_suite(ds, cached_queries(model, ds, test_store, view_store, Batch), protocol="xbench",
+                           n_thresholds=n_thr, relevance=relevance)
 
 
 def agree(res, bi: float, ref: dict, tol: float = 1e-9) -> list[str]:

@@ -1,7 +1,7 @@
 """Grad-CAM (SPEC 3.2): the post-hoc baseline, the CLS linear probe explained by captum.
 
 The head is exactly `linear-probe` (a linear classifier on the CLS token,
-trained with `linear_probe.fit_linear` on `pooled_features(..., "cls")`, same
+trained with `linear_probe.fit_linear_head` on the CLS tokens, same
 hyper-parameters and defaults). Explanations:
 
 * logits come from the cached CLS tokens (`batch.tokens.cls`), so metrics that
@@ -39,7 +39,7 @@ from xbench.registry import register_method
 
 from .base import Batch, FitContext, HeadInfo, Method, TrainData
 from .captum_adapter import CaptumAttributor, check_attribution
-from .linear_probe import LinearParams, fit_linear, pooled_features
+from .linear_probe import LinearParams, fit_linear_head
 
 
 @dataclass
@@ -57,6 +57,7 @@ class GradCam(Method):
     """CLS linear probe explained by captum LayerGradCam on the last block (post-hoc baseline)."""
 
     Params = GradCamParams
+    logits_need_images = False   # logits read the cached CLS tokens: EvalContext renders no image for them
 
     def __init__(self, info: HeadInfo, params: GradCamParams | None = None):
         super().__init__(info, params)
@@ -67,12 +68,7 @@ class GradCam(Method):
         self._attributor: CaptumAttributor | None = None
 
     def fit(self, data: TrainData, ctx: FitContext) -> dict:
-        x = pooled_features(data, "cls")
-        w, b, curve = fit_linear(x, data.targets, self.params, ctx, "gradcam")
-        with torch.no_grad():
-            self.linear.weight.copy_(w)
-            self.linear.bias.copy_(b)
-        return {"final_loss": curve[-1] if curve else None}
+        return fit_linear_head(self.linear, data, "cls", self.params, ctx, "gradcam")
 
     def attach_extractor(self, extractor) -> None:
         super().attach_extractor(extractor)

@@ -81,6 +81,18 @@ def fit_linear(x: torch.Tensor, targets: torch.Tensor, params: LinearParams, ctx
     return w.detach(), b.detach(), curve
 
 
+def fit_linear_head(linear: nn.Linear, data: TrainData, which: str, params: LinearParams, ctx: FitContext,
+                    desc: str) -> dict:
+    """The one fit of every linear head (linear-probe, linear-probe-patch, gradcam): `fit_linear` on the
+    pooled `which` features ("cls" or "patch"), copied into `linear`; returns the record's training log."""
+    x = pooled_features(data, which)
+    w, b, curve = fit_linear(x, data.targets, params, ctx, desc)
+    with torch.no_grad():
+        linear.weight.copy_(w)
+        linear.bias.copy_(b)
+    return {"final_loss": curve[-1] if curve else None}
+
+
 def _fit_lbfgs(z: torch.Tensor, targets: torch.Tensor, params: LinearParams, ctx: FitContext,
                desc: str) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
     n_total = len(z)
@@ -177,12 +189,7 @@ class LinearProbe(Method):
         self.linear = nn.Linear(info.dim, info.num_classes)
 
     def fit(self, data: TrainData, ctx: FitContext) -> dict:
-        x = pooled_features(data, "cls")
-        w, b, curve = fit_linear(x, data.targets, self.params, ctx, "linear-probe")
-        with torch.no_grad():
-            self.linear.weight.copy_(w)
-            self.linear.bias.copy_(b)
-        return {"final_loss": curve[-1] if curve else None}
+        return fit_linear_head(self.linear, data, "cls", self.params, ctx, "linear-probe")
 
     def explain(self, batch: Batch) -> Explanation:
         return Explanation(logits=self.linear(batch.tokens.cls))
@@ -201,12 +208,7 @@ class LinearProbePatch(Method):
         self.linear = nn.Linear(info.dim, info.num_classes)
 
     def fit(self, data: TrainData, ctx: FitContext) -> dict:
-        x = pooled_features(data, "patch")
-        w, b, curve = fit_linear(x, data.targets, self.params, ctx, "linear-probe-patch")
-        with torch.no_grad():
-            self.linear.weight.copy_(w)
-            self.linear.bias.copy_(b)
-        return {"final_loss": curve[-1] if curve else None}
+        return fit_linear_head(self.linear, data, "patch", self.params, ctx, "linear-probe-patch")
 
     def explain(self, batch: Batch) -> Explanation:
         patch = batch.tokens.patch                       # [B, g, g, D]

@@ -70,7 +70,7 @@ def plausibility_scores(G: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Ten
                  description="share of the predicted class's attribution inside the dilated object mask")
 def plausibility(ctx: EvalContext) -> MetricValue:
     """Share of the predicted class's (min-shifted) attribution inside the dilated object mask (SPEC 5.3)."""
-    g = ctx.store("test").grid
+    g = ctx.grid
     masks = ctx.memo(f"object_mask_grid:test:{g}:dilated", lambda: grid_masks(ctx.split("test"), g))
     has_object = masks.flatten(1).any(dim=1)
     total, n, zero = 0.0, 0, 0

@@ -76,11 +76,14 @@ def evaluate(model: Any, dataset: Any, metrics: Sequence[str] | str | None = Non
     from .external import ExternalModel, ImagesOnlyExtractor
     from .jobs import Job
     from .results import ResultsStore, validate_record
-    from .runner import _jsonable, base_record, resolve_device, score_metric, seed_everything
+    from .device import resolve_device, seed_everything
+    from .evaluation import check_metric_options, score_metric
+    from .results import _jsonable, base_record
 
     t0 = time.perf_counter()
     ds = _dataset(dataset, dataset_options, data_root)
     names = _metric_names(metrics)
+    check_metric_options(metric_options or {})   # a misspelt option is one clear error, as in `xbench run`
     if isinstance(model, TrainedModel):
         dev = model.device if device is None else resolve_device(str(device))
         scored, spec, extractor = model.head.to(dev), model.spec, model.extractor
@@ -94,9 +97,9 @@ def evaluate(model: Any, dataset: Any, metrics: Sequence[str] | str | None = Non
             dataclasses.asdict(model.head.params) if dataclasses.is_dataclass(model.head.params) else {}))
         needs_images = bool(spec.needs_backbone_graph)
     else:
-        from xbench.methods.base import Method
+        from .specs import MethodSpec
 
-        if isinstance(model, Method):
+        if isinstance(model, torch.nn.Module) and isinstance(getattr(model, "spec", None), MethodSpec):
             raise ConfigError(f"model is a bare {model.spec.name} head without its backbone: score what "
                               f"xbench.load(RUN) returns (the head on the backbone it was trained on)")
         dev = resolve_device(str(device or "cpu"))

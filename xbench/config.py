@@ -59,6 +59,7 @@ class RunConfig:
     batch_size: int = 64
     loader_workers: int = 1
     workers: int = 1
+    threads: int = 0                          # torch CPU threads per process (0: torch's default, as serial)
     ddp: int = 1                              # heads of methods with supports_ddp train on this many processes
     executor: str = "local"
     force: bool = False
@@ -174,6 +175,8 @@ def _validate(cfg: RunConfig) -> None:
         ok = False
     if not ok:
         raise ConfigError(f"--gpu-resident-gb {cfg.gpu_resident_gb}: give a number of GB, 0 or more")
+    if int(cfg.threads) < 0:
+        raise ConfigError(f"--threads {cfg.threads}: must be 0 (torch's default) or more")
     if int(cfg.loader_workers) < 0:
         raise ConfigError(f"--loader-workers {cfg.loader_workers}: must be 0 or more")
 

@@ -39,3 +39,7 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> ConfigError:
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return ConfigError(f"unknown {kind} {name!r}{hint} (valid: {', '.join(valid) or 'none registered'})")
+
+
+class TrainingDiverged(Exception):
+    """Raised by a head whose loss became NaN or infinite; the job is recorded as failed."""

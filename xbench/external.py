@@ -20,10 +20,10 @@ Choices:
   (`adaptive_avg_pool2d`: exact block means when the size is a multiple of g, nearest
   replication when it is smaller), so that every metric sees the grid it expects (plausibility
   resizes masks to the token grid; the FunnyBirds checks upsample maps to the image).
-* The metrics still read their item lists (views, interventions, box crops, noisy copies) through
-  `EvalContext.store`; `ImagesOnlyExtractor` gives them stores with zero-width tokens (the view's
-  items and metadata, no backbone run), and `EvalContext(needs_images=True)` feeds the model the
-  normalised images of every batch.
+* The metrics read their item lists (views, interventions, box crops, noisy copies) and the grid
+  through `EvalContext.items` / `EvalContext.grid`, which for a model without tokens come from the
+  view and the model's geometry (`ImagesOnlyExtractor`: no token store, no backbone run), and
+  `EvalContext(needs_images=True)` feeds the model the normalised images of every batch.
 * Gradients are enabled while the metrics call `explain` (gradient-based explainers work); the
   logits-only path runs under `torch.no_grad()`.
 """
@@ -32,12 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .backbones.base import IMAGENET_MEAN, IMAGENET_STD
-from .cache import TokenStore
 from .errors import ConfigError
 from .explanation import Explanation
 from .preprocessing import Preprocessing
@@ -65,22 +63,17 @@ class ImageGeometry:
 
 
 class ImagesOnlyExtractor:
-    """Stands in for `Extractor` when the model takes images: stores carry the view's items, no tokens."""
+    """Stands in for `Extractor` when the model takes images: the geometry, and no tokens at all."""
+
+    has_tokens = False   # EvalContext then builds batches of images only and reads items from the views
 
     def __init__(self, geometry: ImageGeometry, device: torch.device | str = "cpu"):
         self.backbone = geometry
         self.device = torch.device(device)
         self.bad_items: dict[str, list[str]] = {}
 
-    def store(self, dataset: Any, split: str, view: Any, rank: int = 0, world: int = 1) -> TokenStore:
-        index = view.index(dataset.split(split))
-        n, g = len(index), self.backbone.grid
-        arrays = {"patch": np.zeros((n, g, g, 0), np.float16), "cls": np.zeros((n, 0), np.float16),
-                  "reg": np.zeros((n, 0, 0), np.float16)}
-        return TokenStore(None, {"images_only": True}, arrays, index.base, index.meta)  # type: ignore[arg-type]
-
-    def tokens(self, images: torch.Tensor):  # pragma: no cover - the contract has no tokens to give
-        raise ConfigError("this model takes images; it has no backbone tokens")
+    def store(self, dataset: Any, split: str, view: Any, rank: int = 0, world: int = 1):
+        raise ConfigError("this model takes images; it has no backbone tokens to cache")
 
 
 def to_grid(maps: torch.Tensor, g: int) -> torch.Tensor:

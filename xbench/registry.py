@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -225,7 +226,7 @@ def include(path: str | Path) -> None:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--include {path}: no such file; pass the path of a .py file")
-    mod_name = "xbench_include_" + "_".join(p.resolve().with_suffix("").parts[-2:]).replace("-", "_").replace(".", "_")
+    mod_name = include_module_name(p)
     if mod_name in sys.modules:
         return
     spec = importlib.util.spec_from_file_location(mod_name, p)
@@ -238,3 +239,10 @@ def include(path: str | Path) -> None:
     except Exception as err:
         del sys.modules[mod_name]
         raise ConfigError(f"--include {path}: importing it failed: {type(err).__name__}: {err}") from None
+
+
+def include_module_name(path: str | Path) -> str:
+    """The module name `--include path` imports the file under: built from the whole resolved path, so two
+    files of the same name in different folders (a/plug/m.py, b/plug/m.py) are two modules."""
+    parts = Path(path).resolve().with_suffix("").parts[1:]
+    return "xbench_include_" + "__".join(re.sub(r"\W", "_", part) for part in parts)

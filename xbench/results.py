@@ -5,6 +5,7 @@ Layout of a results folder:
     records/<job_id>.json     one record per job, written atomically
     heads/<job_id>/           the trained head (head.safetensors + head.json)
     .lock                     taken while a job is claimed or a record written
+    locks/<job_id>.lock       held while a process runs the job (`job_lock`)
 
 A record is complete, failed, or absent: nothing else is ever on disk under
 `records/` (temporary files start with '.' and are ignored; those a killed
@@ -14,6 +15,9 @@ version; a record from a newer xbench (`NewerRecord`), or a damaged one
 line naming the file. `xbench run` treats a damaged record of a job it is
 about to run as no record (it warns and runs the job again, replacing it) but
 stops at a newer one, which it must not overwrite.
+
+Records are built here too (`base_record`: identity, config, provenance; `_jsonable` for logs and
+extras), for the runner, `xbench.evaluate` and failed executor tasks alike.
 """
 from __future__ import annotations
 
@@ -23,12 +27,20 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
+import math
+
+import numpy as np
+import torch
 from filelock import FileLock
 
 from .atomic import atomic_write_json
 from .errors import ResultsError
+from .provenance import git_commit, hardware, now, versions
+
+if TYPE_CHECKING:
+    from .jobs import Job
 
 SCHEMA_VERSION = 1
 REQUIRED = ("schema", "job_id", "status", "method", "dataset", "backbone", "seed", "metrics")
@@ -210,3 +222,48 @@ def metric_entry(value: float | None, status: str = "ok", reason: str = "", extr
 
 def stamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# building records (the runner, xbench.evaluate, failed tasks) and the per-job lock -------------------------
+def job_lock(store: ResultsStore, job_id: str) -> FileLock:
+    """The per-job lock a process holds while it runs (or records the failure of) job `job_id`."""
+    (store.root / "locks").mkdir(parents=True, exist_ok=True)
+    return FileLock(str(store.root / "locks" / f"{job_id}.lock"))
+
+
+def base_record(job: Job, previous: dict | None, weights_kind: str, backbone: dict, device: torch.device) -> dict:
+    """A job's record before training and scoring (status 'failed' until it completes); keeps `previous`'s results."""
+    rec = {
+        "schema": SCHEMA_VERSION, "job_id": job.job_id, "status": "failed", "method": job.method,
+        "dataset": job.dataset, "backbone": job.backbone, "weights": job.weights,
+        "weights_kind": weights_kind, "weights_hash": job.weights_hash, "seed": job.seed,
+        "profile": job.profile, "protocol": job.protocol, "cache_dtype": job.cache_dtype,
+        "config": job.identity(), "config_hash": job.config_hash,
+        "metrics": dict(previous.get("metrics", {})) if previous else {},
+        "provenance": {**versions(), "git_commit": git_commit(), "hardware": hardware(device),
+                       "date": now(), "dataset": job.dataset_fingerprint, "backbone": backbone},
+    }
+    if previous:
+        for k in ("training", "head", "extras"):
+            if k in previous:
+                rec[k] = previous[k]
+    return rec
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj

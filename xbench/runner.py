@@ -12,7 +12,7 @@ as failed with its reason and the others go on.
 from __future__ import annotations
 
 import math
-import random
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from . import testhooks
 from .backbones import build_backbone
@@ -30,39 +30,15 @@ from .cache import IO, CacheDamaged, FeatureCache
 from .config import RunConfig
 from .data.base import Dataset
 from .data.roots import cache_root, data_root
-from .errors import ConfigError, UserError, unknown_name
-from .evaluation import EvalContext, MetricValue, NotApplicable
+from .device import resolve_device, seed_everything  # noqa: F401 (also importable from here, as before)
+from .errors import ConfigError, TrainingDiverged, UserError, unknown_name
+from .evaluation import EvalContext, check_metric_options, score_metric  # noqa: F401
 from .extract import Extractor
 from .jobs import Job
 from .progress import notice, say
-from .provenance import git_commit, hardware, now, versions
 from .registry import DATASETS, METHODS, METRICS, include
-from .results import SCHEMA_VERSION, DamagedRecord, ResultsStore, metric_entry, read_record
+from .results import DamagedRecord, ResultsStore, _jsonable, base_record, job_lock, read_record  # noqa: F401
 from .views import PlainView
-
-
-class TrainingDiverged(Exception):
-    """Raised by a head whose loss became NaN or infinite; the job is recorded as failed."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is visible; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps: no Apple GPU (MPS) is available; use --device cpu or auto")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 def build_dataset(name: str, options: dict, root: str | None) -> Dataset:
@@ -93,6 +69,8 @@ class Runner:
         self.cfg = cfg
         for path in cfg.include:
             include(path)
+        if int(cfg.threads) > 0:
+            torch.set_num_threads(int(cfg.threads))
         self.device = resolve_device(cfg.device)
         self.store = ResultsStore(Path(cfg.results))
         self.cache = FeatureCache(cache_root(cfg.cache))
@@ -155,7 +133,7 @@ class Runner:
         return [e.name for e in METRICS.entries() if e.spec.in_quickstart]
 
     def method_params(self, name: str) -> dict:
-        from xbench.methods.base import parse_params
+        from .method_api import parse_params
 
         cls = METHODS.get(name).obj
         overrides: dict[str, Any] = {}
@@ -166,6 +144,24 @@ class Runner:
         if hasattr(params, "identity_dict"):
             return params.identity_dict()   # (parameters added later, at their default, stay out of the job id)
         return params.to_dict() if hasattr(params, "to_dict") else dict(vars(params))
+
+    def ddp_notice(self) -> str | None:
+        """With `--ddp N`, the one line naming the selected methods that train in one process anyway."""
+        if int(self.cfg.ddp) <= 1:
+            return None
+        names = self.method_names()
+        plain = [m for m in names if not METHODS.get(m).spec.supports_ddp]
+        if not plain:
+            return None
+        ddp = [m for m in names if m not in plain]
+        return (f"xbench: --ddp {self.cfg.ddp}: {', '.join(plain)} {'does' if len(plain) == 1 else 'do'} not support "
+                f"DistributedDataParallel and train{'s' if len(plain) == 1 else ''} in one process"
+                + (f" (DDP: {', '.join(ddp)})" if ddp else ""))
+
+    def warn_ddp(self) -> None:
+        line = self.ddp_notice()
+        if line:
+            print(line, file=sys.stderr, flush=True)   # an option that does not apply is said even with --quiet
 
     def plan(self) -> list[Job]:
         methods = self.method_names()
@@ -209,6 +205,7 @@ class Runner:
                 except DamagedRecord:
                     pass  # run_one warns and runs the job again
         summary = RunSummary(jobs=jobs)
+        self.warn_ddp()
         say(f"xbench: {len(jobs)} job(s); backbone {self.backbone.name} (weights: {self.backbone.weights_label}); "
             f"profile {self.profile}; device {self.device}; results in {self.store.root}")
         pending = list(jobs)
@@ -277,7 +274,7 @@ class Runner:
 
         Cache rows found damaged while reading (see xbench.cache) are re-extracted and the job runs once more.
         """
-        from xbench.methods.base import FitContext, HeadInfo, Method, TrainData, parse_params
+        from .method_api import FitContext, HeadInfo, TrainData, load_head, parse_params
 
         t0 = time.perf_counter()
         io0 = IO.snapshot()
@@ -298,7 +295,7 @@ class Runner:
                             weights_hash=self.backbone.weights_hash)
             head_dir = self.store.head_dir(job.job_id)
             if previous is not None and (head_dir / "head.json").exists():
-                model = Method.load(head_dir, expect=info).to(self.device)
+                model = load_head(head_dir, expect=info).to(self.device)
             else:
                 model = entry.obj(info, parse_params(entry.obj, job.params)).to(self.device)
                 if entry.spec.needs_backbone_graph:
@@ -377,7 +374,8 @@ class Runner:
 
     def _base_record(self, job: Job, previous: dict | None) -> dict:
         bb = self.backbone
-        return base_record(job, previous, bb.weights_kind, bb.describe(), self.device)
+        return {**base_record(job, previous, bb.weights_kind, bb.describe(), self.device),
+                "method_version": method_version(job)}
 
     def _failed(self, record: dict, job: Job, reason: str, t0: float, timings: dict, tb: str | None = None) -> dict:
         record["status"] = "failed"
@@ -389,12 +387,6 @@ class Runner:
         return record
 
 
-def job_lock(store: ResultsStore, job_id: str) -> FileLock:
-    """The per-job lock a process holds while it runs (or records the failure of) job `job_id`."""
-    (store.root / "locks").mkdir(parents=True, exist_ok=True)
-    return FileLock(str(store.root / "locks" / f"{job_id}.lock"))
-
-
 def method_version(job: Job) -> int:
     """The registered version of `job`'s method (1 for a method no longer registered)."""
     return int(METHODS.get(job.method).spec.version) if job.method in METHODS else 1
@@ -403,78 +395,6 @@ def method_version(job: Job) -> int:
 def method_changed(job: Job, rec: dict) -> bool:
     """Whether `rec` holds a head trained by another version of the job's method (records before versions: 1)."""
     return int(rec.get("method_version", 1)) != method_version(job)
-
-
-def base_record(job: Job, previous: dict | None, weights_kind: str, backbone: dict, device: torch.device) -> dict:
-    """A job's record before training and scoring (status 'failed' until it completes); keeps `previous`'s results."""
-    rec = {
-        "schema": SCHEMA_VERSION, "job_id": job.job_id, "status": "failed", "method": job.method,
-        "dataset": job.dataset, "backbone": job.backbone, "weights": job.weights,
-        "weights_kind": weights_kind, "weights_hash": job.weights_hash, "seed": job.seed,
-        "profile": job.profile, "protocol": job.protocol, "cache_dtype": job.cache_dtype,
-        "config": job.identity(), "config_hash": job.config_hash, "method_version": method_version(job),
-        "metrics": dict(previous.get("metrics", {})) if previous else {},
-        "provenance": {**versions(), "git_commit": git_commit(), "hardware": hardware(device),
-                       "date": now(), "dataset": job.dataset_fingerprint, "backbone": backbone},
-    }
-    if previous:
-        for k in ("training", "head", "extras"):
-            if k in previous:
-                rec[k] = previous[k]
-    return rec
-
-
-def score_metric(name: str, method_spec, ds: Dataset, ectx: EvalContext, mt: dict) -> dict:
-    """The record entry of metric `name` (ok, n/a with the reason, or error); its seconds go into `mt`."""
-    m = METRICS.get(name)
-    return {**_score(m, method_spec, ds, ectx, mt), "version": int(m.spec.version)}
-
-
-def _score(m, method_spec, ds: Dataset, ectx: EvalContext, mt: dict) -> dict:
-    name = m.name
-    reason = m.spec.applicable(method_spec, ds.spec)
-    if reason:
-        return metric_entry(None, "n/a", reason)
-    t = time.perf_counter()
-    try:
-        out = m.obj(ectx)
-    except UserError as err:
-        return metric_entry(None, "error", str(err), seconds=time.perf_counter() - t)
-    except NotApplicable as err:
-        return metric_entry(None, "n/a", str(err))
-    dt = time.perf_counter() - t
-    mt[name] = round(dt, 3)
-    if isinstance(out, MetricValue):
-        val, extras = out.value, out.extras
-    else:
-        val, extras = out, {}
-    if val is None:
-        return metric_entry(None, "n/a", extras.pop("reason", "undefined on this data"), extras=_jsonable(extras))
-    val = float(val)
-    if not math.isfinite(val):
-        return metric_entry(None, "error", f"value is {val}", seconds=dt)
-    return metric_entry(val, "ok", extras=_jsonable(extras), seconds=dt)
-
-
-def check_metric_options(options: dict) -> None:
-    """Refuse `metric_options` groups and keys that no registered metric reads (see `MetricSpec.options`)."""
-    if not options:
-        return
-    declared: dict[str, set[str]] = {}
-    for e in METRICS.entries():
-        for o in e.spec.options:
-            group, _, key = o.rpartition(".")
-            declared.setdefault(group, set()).add(key)
-    for group, opts in options.items():
-        if group not in declared and group not in METRICS:
-            raise unknown_name("metric_options group (a metric or an option family)", group,
-                               set(declared) | set(METRICS.names()))
-        if not isinstance(opts, dict):
-            raise ConfigError(f"metric_options.{group} must be a mapping of option names to values")
-        bad = sorted(set(opts) - declared.get(group, set()))
-        if bad and group in declared:
-            raise ConfigError(f"metric_options.{group}: unknown option {bad[0]!r} "
-                              f"(valid: {', '.join(sorted(declared[group]))})")
 
 
 def problems_error(ds: Dataset, problems: list[str]) -> UserError:
@@ -495,20 +415,3 @@ def _check_finite(model: torch.nn.Module, log: dict) -> None:
         raise TrainingDiverged(f"final loss is {loss}")
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    return obj

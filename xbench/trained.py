@@ -14,7 +14,7 @@ The backbone named in the record is rebuilt with the record's weights (`random`:
 seed 0, so the same weights; `weight-free`: nothing to load; `pretrained:...`: timm's pretrained
 weights; `file:PATH`: that file) and its weights hash must equal the record's, else a one-line
 `WeightsError` (pass `weights=` to point at the file it was trained with). The head is loaded with
-`Method.load(folder, expect=...)`, which refuses a head of another backbone, grid or width, or
+`method_api.load_head(folder, expect=...)`, which refuses a head of another backbone, grid or width, or
 (when the record names its classes) another class count, in one line.
 
 Images (`as_images`): a file path, a PIL image, an HxWx3 uint8 array, a list of those, or a float
@@ -284,7 +284,7 @@ class TrainedModel:
         return Tokens(*(torch.cat([getattr(p, f) for p in parts]) for f in ("patch", "cls", "reg")))
 
     def batch(self, images: ImagesLike):
-        from xbench.methods.base import Batch
+        from .method_api import Batch
 
         x = self.images(images).to(self.device)
         return Batch(tokens=self.tokens(x), images=x if self.spec.needs_backbone_graph else None)
@@ -358,10 +358,10 @@ def load(run: str | os.PathLike, job: str | None = None, *, weights: str | None 
 
     if cache_dtype is not None and cache_dtype not in CACHE_DTYPES:
         raise ConfigError(f"cache_dtype={cache_dtype!r}: use {' or '.join(CACHE_DTYPES)}")
-    from xbench.methods.base import HeadInfo, Method
+    from .method_api import HeadInfo, load_head
 
     from .backbones import build_backbone
-    from .runner import resolve_device
+    from .device import resolve_device
 
     record, head_dir = resolve_run(run, job)
     desc = head_description(head_dir)
@@ -382,7 +382,7 @@ def load(run: str | os.PathLike, job: str | None = None, *, weights: str | None 
     names = list(class_names) if class_names is not None else class_names_of(record, n, data_root)
     expect = HeadInfo(num_classes=len(names), grid=bb.grid, dim=bb.embed_dim, num_registers=bb.num_registers,
                       backbone=bb.name, weights_hash=bb.weights_hash)
-    head = Method.load(head_dir, expect=expect)
+    head = load_head(head_dir, expect=expect)
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     return TrainedModel(head, bb, names, record=record, head_dir=head_dir, device=dev, cache=cache,
                         batch_size=batch_size, cache_dtype=cache_dtype)

@@ -75,7 +75,7 @@ class DinoQPMParams(ParamsBase):
     """Hyper-parameters; defaults are the paper's (SPEC 3.3)."""
 
     #: `penalty` came after the first recorded jobs; at its default ("spec") it stays out of the job id
-    identity_omits_defaults = ("penalty",)
+    identity_omits_defaults = ("penalty", "qp_node_limit")
 
     # architecture
     hidden_dim: int = 2048
@@ -97,6 +97,10 @@ class DinoQPMParams(ParamsBase):
     qp_time_limit: float = 300.0
     qp_mip_gap: float = 1e-4
     qp_tabu_iterations: int = 4000
+    #: > 0: deterministic QP settings (each solver round stops after this many branch-and-bound nodes,
+    #: the heuristic runs to its end, no clock limit): the same numbers under any load, serial or
+    #: `--workers`. 0 (default): `qp_time_limit` seconds, whose result can depend on the machine's load.
+    qp_node_limit: int = 0
     #: "spec" (SPEC 3.3's penalty rule) or "reference" (A, R, threshold, pairs and weights built as the
     #: reference code builds them; `qp_reference`). The fit log's "qp" -> "penalty" says which was used.
     penalty: str = "spec"
@@ -188,7 +192,7 @@ class DinoQPM(Method):
         problem = build_problem(feats, labels.numpy(), p.n_select, p.n_per_class,
                                 n_classes=self.info.num_classes, penalty=p.penalty)
         sol = solve(problem, solver=p.qp_solver, time_limit=p.qp_time_limit, seed=ctx.seed,
-                    mip_rel_gap=p.qp_mip_gap, tabu_iterations=p.qp_tabu_iterations)
+                    mip_rel_gap=p.qp_mip_gap, tabu_iterations=p.qp_tabu_iterations, node_limit=p.qp_node_limit)
         log["qp"] = {**problem.summary(), **sol.to_record()}
         sel = torch.as_tensor(sol.selected, dtype=torch.long)
         fs = f[:, sel]
@@ -254,17 +258,15 @@ class DinoQPM(Method):
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if p.schedule == "cosine"
                  else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
         g = ctx.generator(1 if stage == "dense" else 2)
-        amp = ctx.amp and ctx.device.type == "cuda"
         hist: dict[str, list[float]] = {"loss": [], "ce": [], "div": [], "train_acc": []}
         self.train()
         for _ in ctx.epochs(epochs, f"dino-qpm {stage}"):
             sums: dict[str, float] = {}
             n = correct = 0
             for b in data.batches(bs, generator=g, shuffle=True):
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    loss, parts, logits = self._stage_step(stage, b.tokens.patch, b.targets)
+                loss, parts, logits = self._stage_step(stage, b.tokens.patch, b.targets)
                 if not torch.isfinite(loss):
-                    from xbench.runner import TrainingDiverged
+                    from xbench.errors import TrainingDiverged
 
                     raise TrainingDiverged(f"dino-qpm {stage} loss is {loss.item()}")
                 opt.zero_grad(set_to_none=True)
@@ -298,7 +300,7 @@ def _validate(p: DinoQPMParams, num_classes: int) -> None:
     for name in ("hidden_dim", "n_features", "dense_batch_size", "sparse_batch_size", "stats_batch_size"):
         if getattr(p, name) < 1:
             raise ConfigError(f"dino-qpm.{name}={getattr(p, name)}: must be at least 1")
-    for name in ("hidden_layers", "dense_epochs", "sparse_epochs", "qp_tabu_iterations"):
+    for name in ("hidden_layers", "dense_epochs", "sparse_epochs", "qp_tabu_iterations", "qp_node_limit"):
         if getattr(p, name) < 0:
             raise ConfigError(f"dino-qpm.{name}={getattr(p, name)}: must be 0 or more")
     if not 0.0 <= p.dense_dropout < 1.0:

@@ -145,7 +145,8 @@ def _solve_built(model: QPModel, prob: cp.Problem, solver: str, time_limit: floa
             params = {"limits/time": limit, "limits/gap": float(mip_rel_gap),
                       "randomization/randomseedshift": int(seed), **options}
             prob.solve(solver=cp.SCIP, verbose=verbose, scip_params=params)
-    status = {cp.OPTIMAL: "optimal", cp.USER_LIMIT: "time_limit"}.get(prob.status, str(prob.status))
+    status = {cp.OPTIMAL: "optimal", cp.USER_LIMIT: "time_limit" if "mip_max_nodes" not in options
+              and "limits/nodes" not in options else "limit"}.get(prob.status, str(prob.status))
     stats = prob.solver_stats.extra_stats if prob.solver_stats is not None else None
     # The cvxpy objective has no constant term: the solver minimises exactly
     # -objective, so its dual bound is -bound.
@@ -189,6 +190,7 @@ def solve(
     tabu_iterations: int = 4000,
     verbose: bool = False,
     solver_options: dict[str, Any] | None = None,
+    node_limit: int = 0,
 ) -> QPSolution:
     """Solve the stage-2 program (module docstring).
 
@@ -210,6 +212,11 @@ def solve(
         tabu_iterations: tabu-search iterations of the heuristic (`qp_tabu`).
         verbose: print the solver log.
         solver_options: extra HiGHS options / SCIP parameters, overriding ours.
+        node_limit: > 0: deterministic settings. Every solver round stops after this many
+            branch-and-bound nodes (HiGHS `mip_max_nodes`, SCIP `limits/nodes`) instead of at a
+            clock time, and the heuristic runs every phase to its end; `time_limit` is then not
+            applied, so the same problem gives the same solution however loaded the machine is
+            (serial and `--workers` runs alike). 0 (default): the time limit, as documented.
     """
     name = solver.lower()
     if name not in SOLVERS:
@@ -217,8 +224,13 @@ def solve(
     if name == "scip" and not _solver_installed("SCIP"):
         raise ConfigError("QP solver 'scip' needs PySCIPOpt, which is not installed; pip install xbench[scip]")
     t0 = time.perf_counter()
-    deadline = t0 + time_limit
-    g = solve_greedy(problem, time_limit=0.25 * time_limit, kicks=kicks, seed=seed, tabu_iterations=tabu_iterations)
+    deterministic = int(node_limit) > 0
+    deadline = math.inf if deterministic else t0 + time_limit
+    g = solve_greedy(problem, time_limit=None if deterministic else 0.25 * time_limit, kicks=kicks, seed=seed,
+                     tabu_iterations=tabu_iterations)
+    if deterministic:
+        key = "limits/nodes" if name == "scip" else "mip_max_nodes"
+        solver_options = {key: int(node_limit), **(solver_options or {})}
     if name == "greedy":
         return _greedy_solution(problem, g, t0, time_limit, "solver='greedy' was asked for", name, assignment)
     if not _solver_installed(name):
@@ -236,7 +248,8 @@ def solve(
                 break
             prob = model.build()
             start = (best[0], best[1]) if warm_start else None
-            last = _solve_built(model, prob, name, remaining, mip_rel_gap, seed, verbose, solver_options or {}, start)
+            limit = 1e7 if deterministic else remaining     # deterministic: the node limit stops each round
+            last = _solve_built(model, prob, name, limit, mip_rel_gap, seed, verbose, solver_options or {}, start)
             rounds += 1
             start_always &= last.start_passed
             if last.bound is not None:  # every round's bound is valid: keep the best

@@ -132,8 +132,9 @@ class ProtoFM(Method):
         self.head = ProtoHead(info.dim, info.num_classes, proj_dim=p.proj_dim, hidden_dim=p.hidden_dim or None,
                               num_prototypes=p.num_prototypes, temperature=p.temperature)
 
-    def extra_views(self) -> dict:
-        p = self.params
+    @classmethod
+    def views_for(cls, params: ProtoFMParams) -> dict:
+        p = params
         return {"teacher": AugmentView(views=p.views, seed=p.view_seed, scale=(p.crop_scale_min, 1.0),
                                        jitter=tuple(p.jitter))}
 

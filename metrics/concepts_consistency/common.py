@@ -64,7 +64,7 @@ class ConceptBatch:
 def concept_batches(ctx: EvalContext, view: View) -> Iterator[ConceptBatch]:
     """The model's concept explanations of every item of `view` on the test split, batch by batch."""
     labels = ctx.labels("test")
-    base = torch.as_tensor(np.asarray(ctx.store("test", view).base, dtype=np.int64))
+    base = torch.as_tensor(np.asarray(ctx.items("test", view).base, dtype=np.int64))
     for rows, exp in ctx.explanations("test", view):
         if exp.concept_maps is None or exp.class_weights is None or exp.concept_scores is None:
             raise NotApplicable("the explanation has no concept maps, scores and class weights")

@@ -77,11 +77,11 @@ def map_keypoints(keypoints: np.ndarray, boxes: np.ndarray, size: int) -> Keypoi
 
 
 def keypoint_frame(ctx: EvalContext, view: View, size: int) -> KeypointFrame:
-    """The `KeypointFrame` of the test split's items of `view` (box metadata from the cached view)."""
-    store = ctx.store("test", view)
+    """The `KeypointFrame` of the test split's items of `view` (box metadata from the view's items)."""
+    items = ctx.items("test", view)
     sp = ctx.split("test")
-    kps = np.stack([np.asarray(sp.keypoints(int(i)), dtype=np.float32) for i in store.base])
-    return map_keypoints(kps, store.index_meta["box"], size)
+    kps = np.stack([np.asarray(sp.keypoints(int(i)), dtype=np.float32) for i in items.base])
+    return map_keypoints(kps, items.meta["box"], size)
 
 
 def used_concepts(weights: torch.Tensor, top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -117,7 +117,7 @@ def cell_hits(weighted: torch.Tensor, touched: torch.Tensor, threshold: float = 
 
 def part_hits(ctx: EvalContext, view: View, importance_norm: str = "max", map_norm: str = "max") -> PartHits:
     """Hits of every (test item of `view`, concept, part slot), in batches."""
-    base = torch.as_tensor(np.asarray(ctx.store("test", view).base, dtype=np.int64))   # item -> test image
+    base = torch.as_tensor(np.asarray(ctx.items("test", view).base, dtype=np.int64))   # item -> test image
     labels = torch.zeros(len(base), dtype=torch.long)
     hits = cells = None
     for b in concept_batches(ctx, view):

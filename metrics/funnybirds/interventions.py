@@ -114,10 +114,10 @@ def intervention_logits(ctx: EvalContext) -> InterventionLogits:
 
     def run() -> InterventionLogits:
         view = InterventionView()
-        store = ctx.store("test", view)
-        meta = store.index_meta
+        items = ctx.items("test", view)
+        meta = items.meta
         return scatter_intervention_logits(
-            ctx.logits("test", view), store.base, meta["keep"], meta["removed_object"], ctx.logits("test"),
+            ctx.logits("test", view), items.base, meta["keep"], meta["removed_object"], ctx.logits("test"),
             ctx.labels("test"), len(ctx.dataset.part_names), where=f"{ctx.dataset.spec.name} test interventions",
         )
 

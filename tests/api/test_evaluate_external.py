@@ -145,3 +145,37 @@ def test_dataset_by_name_with_options():
     assert rec["metrics"]["accuracy"]["value"] == pytest.approx(0.2)
     assert rec["provenance"]["dataset"]["options"]["test_per_class"] == 1
     assert np.isfinite(rec["timings"]["total_s"])
+
+
+def test_an_image_model_has_no_token_store_and_metrics_read_items_from_the_context():
+    """No zero-width fake store: the context gives the view's items (base image, metadata) and the model's grid;
+    batches carry images and no tokens; asking the images-only extractor for a store is one clear error."""
+    from xbench.evaluation import EvalContext
+    from xbench.external import ExternalModel, ImagesOnlyExtractor
+    from xbench.views import InterventionView
+
+    ds = synthbirds()
+    ext = ExternalModel(CellModel(ds.num_classes, (1, 2)))
+    ex = ImagesOnlyExtractor(ext.geometry)
+    ctx = EvalContext(ext, ds, ex, batch_size=7, show_progress=False, needs_images=True)
+    view = InterventionView()
+    want = view.index(ds.split("test"))
+    items = ctx.items("test", view)
+    assert np.array_equal(items.base, want.base) and sorted(items.meta) == sorted(want.meta)
+    assert all(np.array_equal(items.meta[k], want.meta[k]) for k in want.meta)
+    assert ctx.grid == GRID and not ctx.has_tokens
+    b = next(iter(ctx.batches("test")))
+    assert b.tokens is None and tuple(b.images.shape) == (7, 3, SIZE, SIZE)
+    assert ctx.logits("test", view).shape == (len(want), ds.num_classes)
+    with pytest.raises(ConfigError, match="no backbone tokens"):
+        ex.store(ds, "test", view)
+
+
+def test_evaluate_validates_metric_options_as_the_runner_does():
+    """A misspelt option is one clear error naming the valid ones, not a silent default (same check as `xbench run`)."""
+    ds = synthbirds()
+    model = CellModel(ds.num_classes, (0, 0))
+    with pytest.raises(ConfigError, match=r"metric_options.funnybirds: unknown option 'protocl' \(valid: .*protocol"):
+        xbench.evaluate(model, ds, metrics=["accuracy"], metric_options={"funnybirds": {"protocl": "reference"}})
+    with pytest.raises(ConfigError, match="funnybird"):
+        xbench.evaluate(model, ds, metrics=["accuracy"], metric_options={"funnybird": {"protocol": "reference"}})

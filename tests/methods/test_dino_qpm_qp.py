@@ -260,3 +260,19 @@ def test_candidate_restriction_keeps_a_valid_bound(seed):
     assert_feasible(p, sol)
     assert sol.objective <= opt + 1e-9
     assert sol.bound >= opt - 1e-6  # the slack only relaxes the program
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_node_limit_is_deterministic_and_ignores_the_clock(seed):
+    """node_limit > 0: the rounds stop on branch-and-bound nodes, not seconds. A clock limit far too short to
+    solve anything (1 ms) is then not applied: the small problem still reaches the brute-force optimum, and a
+    larger one stopped after one node gives the same selection on every call."""
+    p = random_problem(seed)
+    sol = solve(p, time_limit=1e-3, mip_rel_gap=1e-9, seed=seed, node_limit=10_000)
+    assert sol.status == "optimal" and sol.objective == pytest.approx(brute_force(p), abs=1e-6)
+    big = random_problem(seed, n_features=30, n_classes=8, n_select=12, n_per_class=3)
+    runs = [solve(big, time_limit=1e-3, seed=seed, node_limit=1, tabu_iterations=200) for _ in range(2)]
+    assert runs[0].selected.tolist() == runs[1].selected.tolist()
+    assert np.array_equal(runs[0].assignment, runs[1].assignment) and runs[0].objective == runs[1].objective
+    assert_feasible(big, runs[0])
+    assert runs[0].status in ("optimal", "limit")

@@ -154,13 +154,53 @@ def test_occlusion_through_adapter_is_the_patch_drop(tiny_vit_small):
             torch.testing.assert_close(a[:, i, j], 3 * 14 * 14 * drop, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["layer_integrated_gradients", "layer_gradient_x_activation", "input_x_gradient",
-                                  "saliency"])
-def test_other_attributions_give_grid_maps(tiny_vit_small, name):
-    m = _model(tiny_vit_small, name, seed=13, ig_steps=8)
-    images = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(14))
-    a = m.explain(_batch(tiny_vit_small, images)).attribution(torch.tensor([0, 1]))
-    assert a.shape == (2, 4, 4) and torch.isfinite(a).all()
+class _LinearPatches(torch.nn.Module):
+    """A toy backbone with closed-form attributions: patch token (i, j) = E x_patch(i, j) (a p x p convolution
+    of stride p, no bias), CLS = the patch-token mean; the anchor sees the token grid [B, D, g, g]."""
+
+    patch_size = 4
+
+    def __init__(self, dim: int = 5, seed: int = 0):
+        super().__init__()
+        self.embed = torch.nn.Conv2d(3, dim, self.patch_size, stride=self.patch_size, bias=False)
+        with torch.no_grad():
+            self.embed.weight.copy_(torch.randn(self.embed.weight.shape, generator=torch.Generator().manual_seed(seed)))
+
+    def forward_anchored(self, images, anchor):
+        from xbench.tokens import Tokens
+
+        grid = anchor(self.embed(images))                          # [B, D, g, g]
+        patch = grid.permute(0, 2, 3, 1)
+        return Tokens(patch=patch, cls=patch.mean(dim=(1, 2)), reg=patch.new_zeros(len(patch), 0, patch.shape[-1]))
+
+
+@pytest.mark.parametrize("name", list(__import__("xbench.methods.captum_adapter", fromlist=["x"]).ATTRIBUTIONS))
+def test_every_attribution_equals_its_closed_form_on_a_linear_model(name):
+    """logit_c = b_c + (1/g^2) sum_ij W_c . E x_ij is linear in the pixels, so with v_c[i, j] = (1/g^2) W_c . P_ij
+    (the cell's share of the logit) every attribution is known by hand:
+    input x gradient = integrated gradients (zero baseline) = layer gradient x activation = layer integrated
+    gradients (the layer's activation at the zero image is 0) = v; Grad-CAM: alpha_d = W_cd / g^2, so
+    relu(v); occlusion of one cell by 0 drops the logit by v and each of its 3 p^2 pixels carries the drop;
+    saliency = |gradient|, the same in every cell: sum over the cell of |(1/g^2) sum_d W_cd E_d|."""
+    from xbench.methods.captum_adapter import CaptumAttributor
+
+    bb, anchor = _LinearPatches(), torch.nn.Identity()
+    g, p = 3, bb.patch_size
+    w = torch.randn(4, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    head = lambda t: t.cls @ w.T.to(t.cls.dtype) + 0.5          # noqa: E731
+    bb.double()
+    images = torch.randn(2, 3, g * p, g * p, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    targets = torch.tensor([3, 1])
+    got = CaptumAttributor(bb, head, anchor, name, ig_steps=16, occlusion_batch=9)(images, targets)
+    with torch.no_grad():
+        P = bb.embed(images)                                       # [B, D, g, g]
+        v = torch.einsum("bd,bdij->bij", w[targets], P) / g**2
+        grad = torch.einsum("bd,dkuv->bkuv", w[targets], bb.embed.weight) / g**2
+    want = {"gradcam": torch.relu(v), "occlusion": 3 * p * p * v,
+            "saliency": grad.abs().sum(dim=(1, 2, 3))[:, None, None].expand(2, g, g)}.get(name, v)
+    assert got.shape == (2, g, g)
+    assert v.abs().min() > 1e-3 and (v < 0).any() and (v > 0).any()   # signs matter: relu and sum are checked
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-9)
 
 
 def test_pool_to_grid_by_hand():
@@ -207,3 +247,29 @@ def test_logits_from_cached_cls_and_fit_equals_linear_probe(tmp_path, weight_fre
     labels = ctx.labels("test")
     maps = [exp.attribution(labels[torch.as_tensor(idx)]) for idx, exp in ctx.explanations("test")]
     assert [tuple(m.shape) for m in maps] == [(3, 4, 4), (2, 4, 4)]
+
+
+def test_intervention_logits_read_cached_tokens_and_render_no_image(tmp_path, weight_free_small, monkeypatch):
+    """Grad-CAM's logits come from the cached CLS tokens: EvalContext.logits loads no image (the intervention
+    checks ask for the logits of every intervention), explanations still get the images."""
+    from xbench.cache import FeatureCache
+    from xbench.data.synthbirds import SynthBirds
+    from xbench.evaluation import EvalContext
+    from xbench.extract import Extractor
+    from xbench.views import PlainView
+
+    ds = SynthBirds(num_classes=3, train_per_class=1, test_per_class=2, resolution=64)
+    ex = Extractor(weight_free_small, FeatureCache(tmp_path), "cpu", batch_size=8, num_workers=0, show_progress=False)
+    test = ex.store(ds, "test", PlainView())
+    m = _model(weight_free_small, classes=3, seed=2)
+    m.attach_extractor(ex)
+    loads = []
+    real = PlainView.load_many
+    monkeypatch.setattr(PlainView, "load_many", lambda self, *a, **k: loads.append(1) or real(self, *a, **k))
+    ctx = EvalContext(m, ds, ex, device="cpu", batch_size=4, show_progress=False, needs_images=True)
+    with torch.no_grad():
+        want = m.linear(test.tokens(np.arange(6), "cpu").cls)
+    torch.testing.assert_close(ctx.logits("test"), want)
+    assert loads == []
+    maps = [exp.attribution(0) for _, exp in ctx.explanations("test")]
+    assert len(loads) == 2 and [tuple(a.shape) for a in maps] == [(4, 4, 4), (2, 4, 4)]

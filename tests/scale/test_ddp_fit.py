@@ -108,3 +108,14 @@ def test_two_gloo_ranks_train_the_same_heads_as_one_process(tmp_path, solver):
 def test_ddp_must_be_positive(tmp_path):
     with pytest.raises(ConfigError, match="--ddp 0"):
         build_config(cli_values=tiny_values(tmp_path, ddp=0))
+
+
+def test_ddp_for_a_method_without_ddp_support_is_said_in_one_line(tmp_path, capsys):
+    one = Runner(build_config(cli_values=tiny_values(tmp_path, methods="linear-probe,dino-qpm,gradcam", ddp=2)))
+    line = one.ddp_notice()
+    assert line == ("xbench: --ddp 2: dino-qpm, gradcam do not support DistributedDataParallel and train in one "
+                    "process (DDP: linear-probe)")
+    one.warn_ddp()
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+    assert Runner(build_config(cli_values=tiny_values(tmp_path, methods="linear-probe", ddp=2))).ddp_notice() is None
+    assert Runner(build_config(cli_values=tiny_values(tmp_path, methods="dino-qpm"))).ddp_notice() is None

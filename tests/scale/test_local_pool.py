@@ -36,6 +36,15 @@ class CrashProbe(Method):
         return Explanation(logits=self.linear(batch.tokens.cls))
 
 
+@register_method("thread-probe", provides={"logits"})
+class ThreadProbe(CrashProbe):
+    """Records the torch thread count it trains with."""
+
+    def fit(self, data, ctx):
+        import torch
+        return {"threads": torch.get_num_threads()}
+
+
 @register_method("config-error-probe", provides={"logits"})
 class ConfigErrorProbe(CrashProbe):
     """Raises an error a user can fix while training."""
@@ -105,3 +114,20 @@ def test_a_user_error_in_a_worker_stops_the_pool_with_its_line(tmp_path, plugin)
     values = tiny_values(tmp_path, methods="config-error-probe", workers=2, include=[str(plugin)])
     with pytest.raises(ConfigError, match="config-error-probe: the user must fix this"):
         run_pool(build_config(cli_values=values))
+
+
+def test_workers_train_with_the_serial_runs_thread_count(tmp_path, plugin):
+    """Float reductions depend on the thread count: a worker uses the serial run's (the parent's, or --threads),
+    not cores // N, so `--workers N` gives the serial numbers."""
+    import torch
+
+    torch.set_num_threads(3)                      # the serial run's count in this process (one_thread restores it)
+    values = tiny_values(tmp_path / "a", methods="thread-probe", workers=2, include=[str(plugin)], seeds="0,1")
+    run_pool(build_config(cli_values=values))
+    assert [r["training"]["threads"] for r in ResultsStore(tmp_path / "a" / "results").records()] == [3, 3]
+    values = tiny_values(tmp_path / "b", methods="thread-probe", workers=2, include=[str(plugin)], threads=2)
+    run_pool(build_config(cli_values=values))
+    assert [r["training"]["threads"] for r in ResultsStore(tmp_path / "b" / "results").records()] == [2]
+    Runner(build_config(cli_values=tiny_values(tmp_path / "c", methods="thread-probe", include=[str(plugin)],
+                                                threads=2))).run()
+    assert [r["training"]["threads"] for r in ResultsStore(tmp_path / "c" / "results").records()] == [2]

@@ -115,3 +115,27 @@ def test_world_1_is_the_plain_extractor(tmp_path):
     store = extract_sharded(ex, _dataset(tmp_path / "data"), "train", PlainView(), 0, 1)
     assert ex.backbone.forward_count == 20
     _same_bytes(store.path, ref, 5)
+
+
+def test_extract_takes_profile_and_set_and_fills_exactly_what_run_reads(tmp_path, capsys):
+    """`xbench extract --profile/--set` extracts the views `xbench run` with the same options trains on:
+    protofm's paper profile caches V = 4 teacher views per image, `--set protofm.views=2` two, and the run
+    that follows adds no cache entry (only accuracy is asked for, which reads the test split)."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("dataset_options:\n  synthbirds: " + json.dumps(TINY_SB) + "\n")
+    common = ["--datasets", "synthbirds", "--methods", "protofm", "--backbone", "dinov2-tiny-test",
+              "--weights", "random", "--device", "cpu", "--config", str(cfg), "--data-root", str(tmp_path / "data"),
+              "--loader-workers", "0", "--batch-size", "8", "--quiet", "--cache", str(tmp_path / "cache"),
+              "--profile", "paper"]
+    assert main(["extract", *common]) == 0
+    lines = [x.split(" -> ")[0] for x in capsys.readouterr().out.splitlines()]
+    assert lines[:2] == ["train/plain: 20 items", "test/plain: 8 items"] and len(lines) == 3
+    assert lines[2].startswith("train/augment:") and '"views":4' in lines[2] and lines[2].endswith(": 80 items")
+    two = ["--set", "protofm.views=2", "--set", "protofm.epochs=0"]
+    assert main(["extract", *common, *two]) == 0
+    lines = [x.split(" -> ")[0] for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3 and '"views":2' in lines[2] and lines[2].endswith(": 40 items")
+    before = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert main(["run", *common, *two, "--metrics", "accuracy", "--results", str(tmp_path / "res"),
+                 "--no-leaderboard"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == before

@@ -23,10 +23,24 @@ def _fair_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def test_tokens_split_into_grid_cls_and_registers():
+    """The DINOv2 split by value: CLS, the 4 registers and the 16 x 16 patch grid are exactly timm's
+    forward_features (final norm applied) at [0], [1:5] and [5:] in row-major order; the random weights are
+    pinned (two builds give the same weights hash and tokens)."""
     bb = build_backbone("dinov2-tiny-test", "random")
-    t = bb(torch.randn(2, 3, 224, 224))
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        t = bb(x)
+        ref = bb.model.forward_features(x)
     assert t.patch.shape == (2, 16, 16, 32) and t.cls.shape == (2, 32) and t.reg.shape == (2, 4, 32)
+    assert ref.shape == (2, 1 + 4 + 256, 32)
+    assert torch.equal(t.cls, ref[:, 0]) and torch.equal(t.reg, ref[:, 1:5])
+    for i, j in ((0, 0), (0, 15), (7, 3), (15, 15)):               # patch (i, j) is sequence position 5 + 16 i + j
+        assert torch.equal(t.patch[:, i, j], ref[:, 5 + 16 * i + j])
     assert bb.weights_label == "random" and not any(p.requires_grad for p in bb.parameters())
+    again = build_backbone("dinov2-tiny-test", "random")
+    assert again.weights_hash == bb.weights_hash
+    with torch.no_grad():
+        assert torch.equal(again(x).patch, t.patch)
     # the anchored forward (Grad-CAM) gives the same tokens
     t2 = bb.forward_anchored(torch.zeros(1, 3, 224, 224), torch.nn.Identity())
     t3 = bb(torch.zeros(1, 3, 224, 224))

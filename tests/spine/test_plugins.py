@@ -75,6 +75,17 @@ def test_method_from_a_file(tmp_path):
     assert rec["metrics"]["accuracy"]["status"] == "ok"
 
 
+def test_two_includes_with_the_same_folder_and_file_name_both_load(tmp_path):
+    """a/plug/m.py and b/plug/m.py are two modules: the module name comes from the whole path."""
+    for d, name in (("a", "head-a"), ("b", "head-b")):
+        f = tmp_path / d / "plug" / "m.py"
+        f.parent.mkdir(parents=True)
+        f.write_text(PLUGIN.format(name=name))
+    ls = _cli(["ls", "methods", "--include", str(tmp_path / "a/plug/m.py"), "--include", str(tmp_path / "b/plug/m.py")])
+    assert ls.returncode == 0, ls.stderr
+    assert "head-a" in ls.stdout and "head-b" in ls.stdout
+
+
 def test_method_from_an_installed_distribution(tmp_path):
     pkg = tmp_path / "src" / "xbench_plugin_demo"
     pkg.mkdir(parents=True)

@@ -4,7 +4,8 @@
     torchrun --nproc-per-node 4 -m xbench extract --datasets cub ...        # ranks from torchrun (env://)
 
 It extracts what training reads (the train and test splits and every selected method's extra
-views; default: the methods `xbench run` would run) for every dataset. With `--world N` (or under
+views; default: the methods `xbench run` would run, with the parameters the same `--profile`,
+`--config` and `--set` give them there) for every dataset. With `--world N` (or under
 torchrun) each cache entry is filled by N ranks, chunk k by rank k mod N, into one cache entry
 identical to a one-process extraction (xbench.executors.sharded_extract). Metric views
 (interventions, noise, crops) are extracted by the first job that needs them.
@@ -12,6 +13,8 @@ identical to a one-process extraction (xbench.executors.sharded_extract). Metric
 from __future__ import annotations
 
 import argparse
+
+from .config_args import config_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", help="feature cache folder (default: $XBENCH_CACHE or ~/.cache/xbench/features)")
     p.add_argument("--data-root", help="dataset root (default: $XBENCH_DATA or ~/.cache/xbench/data)")
     p.add_argument("--config", help="YAML or TOML run config (its datasets, dataset options, backbone, ...)")
+    p.add_argument("--profile", help="paper | quickstart | auto, as for `xbench run` (the views a method trains on "
+                   "can depend on its parameters)")
+    p.add_argument("--set", action="append", metavar="METHOD.PARAM=VALUE",
+                   help="override a method parameter, as for `xbench run` (repeatable)")
     p.add_argument("--batch-size", type=int, help="backbone batch size (default 64)")
     p.add_argument("--cache-dtype", help="float16 (default) or float32: precision of the cached tokens")
     p.add_argument("--loader-workers", type=int, help="image-loading worker processes per rank (default 1)")
@@ -34,18 +41,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
     p.add_argument("--world", type=int, default=1, help="processes sharing the extraction (default 1)")
     p.set_defaults(func=run)
-
-
-def config_from_args(args: argparse.Namespace):
-    from ..config import build_config, load_config_file
-
-    file_values = load_config_file(args.config) if args.config else {}
-    cli = {k: getattr(args, k, None) for k in ("methods", "datasets", "backbone", "weights", "device", "cache",
-                                                  "data_root", "batch_size", "loader_workers", "include",
-                                                  "skip_bad", "quiet", "cache_dtype")}
-    if cli.get("include") is not None:
-        cli["include"] = list(file_values.get("include", [])) + list(cli["include"])
-    return build_config(file_values, cli)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         lines = extract_rank(env.rank, env.world, "env://", _cfg_dict(cfg), env.local_rank)
     elif args.world > 1:
         from ..executors.distributed import check_devices, spawn
-        from ..runner import resolve_device
+        from ..device import resolve_device
 
         check_devices(resolve_device(cfg.device), args.world, "--world")
         spawn(_spawned_rank, (_cfg_dict(cfg),), args.world)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .config_args import config_from_args
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train and evaluate methods on datasets (no arguments: the offline quickstart)",
@@ -30,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="backbone / evaluation batch size (default 64)")
     p.add_argument("--loader-workers", type=int, help="image-loading worker processes (default 1)")
     p.add_argument("--workers", type=int, help="independent jobs run in parallel processes (default 1; one per GPU)")
+    p.add_argument("--threads", type=int, help="torch CPU threads in this process and in every --workers process "
+                   "(default: torch's default, the serial run's count, so --workers N gives the serial numbers)")
     p.add_argument("--ddp", type=int, help="train heads of methods that support it with DistributedDataParallel "
                    "on N processes (default 1)")
     p.add_argument("--executor", help="local (default) or slurm (one array task per job; see docs/cluster.md)")
@@ -57,29 +61,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
     p.set_defaults(func=run)
-
-
-def config_from_args(args: argparse.Namespace):
-    from ..config import build_config, load_config_file, parse_set
-
-    file_values = load_config_file(args.config) if args.config else {}
-    cli = {k: getattr(args, k, None) for k in ("methods", "datasets", "metrics", "backbone", "weights", "seeds",
-                                                  "device", "results", "cache", "data_root", "profile", "batch_size",
-                                                  "loader_workers", "workers", "ddp", "executor", "include",
-                                                  "skip_bad", "force", "quiet", "cache_dtype",
-                                                  "gpu_resident_gb")}
-    sets = parse_set(getattr(args, "set", None))
-    if sets:
-        cli["params"] = sets
-    metric_sets = parse_set(getattr(args, "metric_option", None), flag="--metric-option")
-    if metric_sets:
-        cli["metric_options"] = metric_sets
-    slurm = {k[len("slurm_"):]: v for k, v in vars(args).items() if k.startswith("slurm_") and v is not None}
-    if slurm:
-        cli["slurm"] = slurm
-    if cli.get("include") is not None:
-        cli["include"] = list(file_values.get("include", [])) + list(cli["include"])
-    return build_config(file_values, cli)
 
 
 def run(args: argparse.Namespace) -> int:

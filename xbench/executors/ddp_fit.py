@@ -75,11 +75,12 @@ def _rank_main(rank: int, world: int, init: str, name: str, info: Any, params: d
                spec: DDPTrainSpec, seed: int, device: str, show_progress: bool, out: str) -> None:
     from safetensors.torch import save_file
 
-    from xbench.methods.base import FitContext, TrainData, parse_params
+    from xbench.method_api import FitContext, TrainData, parse_params
 
     from ..atomic import atomic_save, atomic_write_json
     from ..registry import METHODS, include
-    from ..runner import _jsonable, seed_everything
+    from ..device import seed_everything
+    from ..results import _jsonable
 
     for path in spec.include:
         include(path)

@@ -13,7 +13,10 @@ Order of work:
 
 Devices: with several visible GPUs and `--device auto|cuda`, worker w sees only GPU w mod #GPUs
 (CUDA_VISIBLE_DEVICES); with an explicit `--device cuda:K` every worker uses GPU K. On CPU each
-worker gets `cores // N` threads (at least one). Progress bars are off in workers; the parent
+worker uses the serial run's torch thread count (`--threads`, else torch's default in the parent),
+not `cores // N`: float reductions depend on the thread count, and with the same count every job's
+numbers are the serial run's (measured: with `cores // N` threads every head's training loss and most
+metrics differed in the last digits, dino-qpm's by more). Progress bars are off in workers; the parent
 prints one line per finished job.
 
 A worker that dies (killed, out of memory) has its job recorded as failed with the exit code and
@@ -33,7 +36,7 @@ from ..errors import UserError
 from ..jobs import Job
 from ..progress import say
 from ..runner import Runner, RunSummary
-from .distributed import mp_context, threads_per_process
+from .distributed import mp_context
 from .tasks import config_from_dict, prepare_features, record_failure, resolved_config
 
 
@@ -50,6 +53,7 @@ def run_pool(cfg: RunConfig) -> RunSummary:
     """Run the plan of `cfg` with `cfg.workers` worker processes; the summary matches the serial run's."""
     runner = Runner(cfg)
     jobs = runner.plan()
+    runner.warn_ddp()
     runner.store.ensure_writable()
     summary = RunSummary(jobs=jobs)
     pending = []
@@ -73,7 +77,8 @@ def run_pool(cfg: RunConfig) -> RunSummary:
     del runner
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    _Pool(resolved_config(cfg), n, gpu_assignment(cfg.device, n, visible), summary).run(pending)
+    threads = int(cfg.threads) or torch.get_num_threads()   # the serial run's count: the same numbers
+    _Pool(resolved_config(cfg), n, gpu_assignment(cfg.device, n, visible), summary, threads).run(pending)
     order = {j.job_id: i for i, j in enumerate(jobs)}  # plan order, as the serial run reports them
     summary.done.sort(key=order.__getitem__)
     summary.skipped.sort(key=order.__getitem__)
@@ -84,8 +89,8 @@ def run_pool(cfg: RunConfig) -> RunSummary:
 class _Pool:
     """Parent side: hands out jobs over pipes, collects statuses, replaces dead workers."""
 
-    def __init__(self, cfg: dict[str, Any], n: int, gpus: list[str | None], summary: RunSummary):
-        self.cfg, self.n, self.gpus, self.summary = cfg, n, gpus, summary
+    def __init__(self, cfg: dict[str, Any], n: int, gpus: list[str | None], summary: RunSummary, threads: int):
+        self.cfg, self.n, self.gpus, self.summary, self.threads = cfg, n, gpus, summary, threads
         self.ctx = mp_context()
         self.workers: dict[int, tuple[Any, Any]] = {}       # slot -> (process, connection)
         self.busy: dict[int, tuple[Job, bool]] = {}         # slot -> job in flight
@@ -96,7 +101,7 @@ class _Pool:
 
     def start(self, slot: int) -> None:
         parent, child = self.ctx.Pipe()
-        p = self.ctx.Process(target=_worker, args=(self.cfg, self.gpus[slot], threads_per_process(self.n), child),
+        p = self.ctx.Process(target=_worker, args=(self.cfg, self.gpus[slot], self.threads, child),
                              name=f"xbench-worker-{slot}", daemon=True)
         p.start()
         child.close()

@@ -47,6 +47,7 @@ def run_slurm(cfg: RunConfig, args: argparse.Namespace | None = None) -> RunSumm
     rcfg = resolved_config(cfg)
     runner = Runner(config_from_dict(rcfg))
     jobs = runner.plan()
+    runner.warn_ddp()
     runner.store.ensure_writable()
     store = runner.store
     ledger = Ledger(store)

@@ -25,7 +25,8 @@ from ..jobs import Job
 from ..progress import say
 from ..registry import METHODS
 from ..results import ResultsStore
-from ..runner import Runner, base_record, job_lock
+from ..results import base_record, job_lock
+from ..runner import Runner
 from ..views import PlainView
 from ..views.base import View
 
@@ -69,21 +70,35 @@ def feature_views(runner: Runner, ds: Dataset, methods: list[str] | None = None)
     Views that metrics ask for (interventions, noise, crops) are extracted when a job first needs
     them, under the cache entry's lock, so concurrent jobs never extract one twice.
     """
-    from xbench.methods.base import HeadInfo, parse_params
+    from xbench.method_api import HeadInfo, parse_params
 
     out: list[tuple[str, View]] = [("train", PlainView()), ("test", PlainView())]
     seen = {("train", PlainView().key), ("test", PlainView().key)}
     bb = runner.backbone
-    info = HeadInfo(num_classes=ds.num_classes, grid=bb.grid, dim=bb.embed_dim, num_registers=bb.num_registers,
-                    backbone=bb.name, weights_hash=bb.weights_hash)
     for m in methods if methods is not None else runner.method_names():
         cls = METHODS.get(m).obj
-        model = cls(info, parse_params(cls, runner.method_params(m)))
-        for v in model.extra_views().values():
+        params = parse_params(cls, runner.method_params(m))
+        if views_from_params(cls):
+            views = cls.views_for(params)
+        else:   # a head that overrides extra_views() only (older plugins): built to ask it
+            info = HeadInfo(num_classes=ds.num_classes, grid=bb.grid, dim=bb.embed_dim,
+                            num_registers=bb.num_registers, backbone=bb.name, weights_hash=bb.weights_hash)
+            views = cls(info, params).extra_views()
+        for v in views.values():
             if ("train", v.key) not in seen:
                 seen.add(("train", v.key))
                 out.append(("train", v))
     return out
+
+
+def views_from_params(cls: type) -> bool:
+    """Whether `cls.views_for(params)` gives its training views without building the head: it defines
+    `views_for` at the level that defines `extra_views`, or below (the base class defines both)."""
+    def definer(name: str) -> type | None:
+        return next((k for k in cls.__mro__ if name in vars(k)), None)
+
+    ev, vf = definer("extra_views"), definer("views_for")
+    return ev is not None and vf is not None and issubclass(vf, ev)
 
 
 def prepare_features(runner: Runner, datasets: list[str], methods: list[str] | None = None, rank: int = 0,

@@ -144,7 +144,7 @@ def explanation_figure(model: Any, image: Image.Image, tokens: Any, class_names:
                        train_patches: dict[int, list[Any]] | None = None, images: torch.Tensor | None = None,
                        title: str | None = None) -> Path:
     """Explain one image with a trained head and draw its score sheet (see the module docstring)."""
-    from xbench.methods.base import Batch
+    from xbench.method_api import Batch
 
     head = getattr(model, "head", model)
     needs_graph = bool(head.spec.needs_backbone_graph)

@@ -55,7 +55,7 @@ def top_activations(model: Any, train_store: Any, k: int, concepts: Sequence[int
                     batch_size: int = 64, device: torch.device | str | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
     """(values [K', k], store rows [K', k], grid locations [K', k], concept ids) of the top-k images per concept."""
-    from xbench.methods.base import Batch
+    from xbench.method_api import Batch
 
     head = _head(model)
     if "concepts" not in head.spec.provides:
