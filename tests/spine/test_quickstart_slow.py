@@ -3,9 +3,9 @@ the serial run.
 
 * `xbench run` (the whole default quickstart: synthbirds, weight-free backbone, every method and metric,
   seed 0) from a cold cache must give, job id by job id, every metric of the committed
-  `leaderboards/synthbirds/results` seed-0 records (6-9 minutes on two cores). DINO-QPM's QP runs under
-  its 10 s clock limit in the quickstart (seed 0 reaches it), so on a heavily loaded machine its seed-0
-  numbers can differ (docs/cluster.md); the other methods' cannot.
+  `leaderboards/synthbirds/results` seed-0 records whose job id it reproduces (6-9 minutes on two
+  cores): every method but dino-qpm, whose quickstart configuration changed after the leaderboard was
+  committed (the tabu-search parameter `qp_tabu_iterations`), so the store has no record of its job.
 * A small synthbirds run (10 classes) with every method and metric, serially and with `--workers 2`:
   every metric value and training log equal, timings aside (a minute or two).
 """
@@ -46,12 +46,20 @@ def test_quickstart_gives_the_committed_seed_0_numbers(tmp_path):
     _xbench("run", "--quiet", "--no-leaderboard", "--results", str(tmp_path / "res"), "--cache", str(tmp_path / "c"))
     got = _records(tmp_path / "res")
     assert len(got) == 5
+    compared = set()
     for job_id, rec in got.items():
-        committed = json.loads((COMMITTED / f"{job_id}.json").read_text())   # the same job id: same config
         assert rec["status"] == "complete"
+        path = COMMITTED / f"{job_id}.json"        # the same job id: the same configuration
+        if not path.exists():
+            continue
+        committed = json.loads(path.read_text())
         want = {m: (e["status"], e["value"]) for m, e in committed["metrics"].items()}
         have = {m: (e["status"], e["value"]) for m, e in rec["metrics"].items()}
         assert have == want, job_id
+        compared.add(rec["method"])
+    # dino-qpm's quickstart job gained a parameter (qp_tabu_iterations, the tabu search) after the leaderboard
+    # was committed, so its id, and its QP's incumbent, are new: the committed store has no record to compare
+    assert compared == {"gradcam", "linear-probe", "linear-probe-patch", "protofm"}
 
 
 def test_workers_2_equals_the_serial_run(tmp_path):
