@@ -38,6 +38,7 @@ from .progress import say
 from .provenance import git_commit, hardware, now, versions
 from .registry import DATASETS, METHODS, METRICS, include
 from .results import SCHEMA_VERSION, DamagedRecord, ResultsStore, metric_entry, read_record
+from .shared import SharedStore, data_key
 from .views import PlainView
 
 
@@ -284,7 +285,8 @@ class Runner:
                 if "multi_target" in ds.spec.annotations:
                     targets = np.stack([sp.targets(i) for i in range(len(sp))])
                 data = TrainData(train_store, np.asarray(sp.labels), targets, ds.num_classes, self.device, views)
-                ctx = FitContext(device=self.device, seed=job.seed, show_progress=self.show_progress)
+                ctx = FitContext(device=self.device, seed=job.seed, show_progress=self.show_progress,
+                                 shared=SharedStore(self.store.root / "shared"), data_key=data_key(job.identity()))
                 tf = time.perf_counter()
                 if self.cfg.ddp > 1 and entry.spec.supports_ddp:
                     log = self._fit_ddp(model, job, ds, targets, views)
