@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
-
 import torch
 from torch import nn
 
-from ..base import FitContext, ParamsBase, TrainData
+from ..base import FitContext, ParamsBase, TrainData, soft_cross_entropy
+from .losses import diversity_loss, l1
+from .model import pool
 
 __all__ = ["DenseStageParams", "DENSE_FIELDS", "DENSE_QUICKSTART", "dense_config", "run_dense_stage",
-           "train_epochs", "reset_dense"]
+           "train_epochs", "reset_dense", "train_dense", "dense_step", "stage_loss"]
 
 #: the parameters that change the dense model (architecture, stage-1 training, the lr schedule)
 DENSE_FIELDS = ("hidden_dim", "hidden_layers", "n_features", "dense_epochs", "dense_lr", "dense_weight_decay",
@@ -93,11 +93,46 @@ def _load_dense_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     model.dense.load_state_dict({k[6:]: v.to(dev) for k, v in state.items() if k.startswith("dense.")}, strict=True)
 
 
-def run_dense_stage(model: nn.Module, data: TrainData, ctx: FitContext, train: Callable[[], dict]) -> dict:
-    """Train (`train()`: the stage's training loop) or load the dense model of `model`; returns the stage log.
+def stage_loss(maps: torch.Tensor, f: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor,
+               targets: torch.Tensor, beta: float, l1_maps: float, l1_pooled: float):
+    """CE (soft targets) + L_div(beta) [+ l1_maps L1(F) + l1_pooled L1(f)]; returns (loss, parts, logits)."""
+    ce = soft_cross_entropy(logits.float(), targets)
+    div = diversity_loss(maps.float(), f.float(), weights, logits.float(), beta)
+    loss = ce + div
+    parts = {"ce": ce.detach(), "div": div.detach()}
+    if l1_maps:
+        parts["l1_maps"] = l1(maps.float()).detach()
+        loss = loss + l1_maps * l1(maps.float())
+    if l1_pooled:
+        parts["l1_pooled"] = l1(f.float()).detach()
+        loss = loss + l1_pooled * l1(f.float())
+    return loss, parts, logits.detach()
 
-    `model` has `mlp`, `dense` and `params` (a `DenseStageParams`); see the module docstring for the key.
-    """
+
+def dense_step(model: nn.Module, patch: torch.Tensor, targets: torch.Tensor):
+    """One dense-stage loss: F = MLP(patch), logits = dense(dropout(mean F)), CE + L_div + L1 terms."""
+    p = model.params
+    maps = model.mlp(patch)
+    f = pool(maps)
+    logits = model.dense(model.dropout(f))
+    return stage_loss(maps, f, logits, model.dense.weight, targets, p.dense_div_beta, p.dense_l1_maps,
+                      p.dense_l1_pooled)
+
+
+def train_dense(model: nn.Module, data: TrainData, ctx: FitContext) -> dict:
+    """The dense stage's training loop (AdamW on the MLP and the dense layer; batches from ctx.generator(1))."""
+    p = model.params
+    params = list(model.mlp.parameters()) + list(model.dense.parameters())
+    return train_epochs(data, ctx, params, lambda patch, targets: dense_step(model, patch, targets),
+                        epochs=p.dense_epochs, batch_size=p.dense_batch_size, lr=p.dense_lr,
+                        weight_decay=p.dense_weight_decay, schedule=p.schedule, generator_offset=1,
+                        desc="dino-qpm dense", modules=model)
+
+
+def run_dense_stage(model: nn.Module, data: TrainData, ctx: FitContext) -> dict:
+    """Train or load the dense model of `model` (`mlp`, `dense`, `dropout`, `params`: a `DenseStageParams`);
+    returns the stage log. See the module docstring for the key."""
+    train = lambda: train_dense(model, data, ctx)  # noqa: E731
     shared = getattr(ctx, "shared", None)
     key = getattr(ctx, "data_key", None)
     if shared is None or key is None:

@@ -58,9 +58,8 @@ from xbench.errors import ConfigError
 from xbench.explanation import Explanation, concept_attribution
 from xbench.registry import register_method
 
-from ..base import Batch, FitContext, HeadInfo, Method, TrainData, soft_cross_entropy
-from .losses import diversity_loss, l1
-from .dense_stage import DENSE_QUICKSTART, DenseStageParams, run_dense_stage, train_epochs
+from ..base import Batch, FitContext, HeadInfo, Method, TrainData
+from .dense_stage import DENSE_QUICKSTART, DenseStageParams, dense_step, run_dense_stage, stage_loss, train_epochs
 from .model import PatchMLP, pool
 from .qp_problem import build_problem, check_penalty, check_sizes
 from .qp_solve import SOLVERS, solve
@@ -159,7 +158,7 @@ class DinoQPM(Method):
         log: dict = {"schedule": p.schedule, "timings": {}}
 
         t = time.perf_counter()
-        log["dense"] = run_dense_stage(self, data, ctx, lambda: self._train_stage(data, ctx, "dense"))
+        log["dense"] = run_dense_stage(self, data, ctx)
         log["timings"]["dense_s"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
@@ -203,25 +202,11 @@ class DinoQPM(Method):
     def _stage_step(self, stage: str, patch: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
         p = self.params
         if stage == "dense":
-            maps = self.mlp(patch)
-            f = pool(maps)
-            logits = self.dense(self.dropout(f))
-            weights, beta, l1m, l1f = self.dense.weight, p.dense_div_beta, p.dense_l1_maps, p.dense_l1_pooled
-        else:
-            maps, f, scores = self.sparse_forward(patch)
-            logits = scores @ self.w_bin.T
-            weights, beta, l1m, l1f = self.w_bin, p.sparse_div_beta, p.sparse_l1_maps, p.sparse_l1_pooled
-        ce = soft_cross_entropy(logits.float(), targets)
-        div = diversity_loss(maps.float(), f.float(), weights, logits.float(), beta)
-        loss = ce + div
-        parts = {"ce": ce.detach(), "div": div.detach()}
-        if l1m:
-            parts["l1_maps"] = l1(maps.float()).detach()
-            loss = loss + l1m * l1(maps.float())
-        if l1f:
-            parts["l1_pooled"] = l1(f.float()).detach()
-            loss = loss + l1f * l1(f.float())
-        return loss, parts, logits.detach()
+            return dense_step(self, patch, targets)
+        maps, f, scores = self.sparse_forward(patch)
+        logits = scores @ self.w_bin.T
+        return stage_loss(maps, f, logits, self.w_bin, targets, p.sparse_div_beta, p.sparse_l1_maps,
+                          p.sparse_l1_pooled)
 
     def _train_stage(self, data: TrainData, ctx: FitContext, stage: str) -> dict:
         p = self.params
