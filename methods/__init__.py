@@ -7,3 +7,4 @@ from .dino_qpm import method as _dino_qpm  # noqa: F401
 from .protofm import method as _protofm  # noqa: F401
 from . import dino_sldd as _dino_sldd  # noqa: F401
 from . import dino_qsenn as _dino_qsenn  # noqa: F401
+from .pip_net import method as _pip_net  # noqa: F401
