@@ -71,3 +71,35 @@ def test_changed_dense_config_seed_or_data_trains_a_new_model(tmp_path, monkeypa
         m.fit(data, ctx)
     assert len(calls) == 5
     assert len(list((tmp_path / "dense").glob("*/meta.json"))) == 5
+
+
+def test_runner_shares_the_dense_model_between_jobs(tmp_path):
+    from xbench.config import build_config
+    from xbench.results import ResultsStore
+    from xbench.runner import Runner
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    dense = {"hidden_dim": 16, "hidden_layers": 1, "n_features": 16, "dense_epochs": 1, "dense_batch_size": 16}
+    small = {"n_select": 8, "n_per_class": 2, "sparse_epochs": 1, "sparse_batch_size": 16}
+    glm = {"glm_lambdas": 10, "glm_tol": 1e-4}
+    cfg = build_config(cli_values={
+        "methods": ["dino-qpm", "dino-sldd", "dino-qsenn"], "datasets": ["synthbirds"], "metrics": ["accuracy"],
+        "backbone": "weight-free", "results": str(tmp_path / "res"), "cache": str(tmp_path / "cache"),
+        "quiet": True, "device": "cpu", "loader_workers": 0,
+        "dataset_options": {"synthbirds": {"num_classes": 4, "train_per_class": 4, "test_per_class": 2,
+                                           "resolution": 96}},
+        "params": {"dino-qpm": dense | small | {"qp_solver": "greedy"}, "dino-sldd": dense | small | glm,
+                   "dino-qsenn": dense | small | glm | {"iterations": 1}},
+    })
+    try:
+        summary = Runner(cfg).run()
+    finally:
+        torch.set_num_threads(n)
+    assert not summary.failed and len(summary.done) == 3
+    store = ResultsStore(tmp_path / "res")
+    shared = {store.get(j)["method"]: store.get(j)["training"]["dense"]["shared"] for j in summary.done}
+    assert shared["dino-qpm"]["reused"] is False
+    assert shared["dino-sldd"]["reused"] is True and shared["dino-qsenn"]["reused"] is True
+    assert len({s["key"] for s in shared.values()}) == 1
+    assert len(list((tmp_path / "res" / "shared" / "dense").glob("*/meta.json"))) == 1
