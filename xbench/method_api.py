@@ -74,6 +74,10 @@ class FitContext:
     world_size: int = 1
     rank: int = 0
     log: list = field(default_factory=list)
+    #: intermediate models shared between jobs (`xbench.shared.SharedStore`; None = train everything in place)
+    shared: Any = None
+    #: what the job's identity says about its data and backbone (`xbench.shared.data_key`), for shared entries
+    data_key: dict | None = None
 
     def generator(self, offset: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)

@@ -38,6 +38,7 @@ from .jobs import Job
 from .progress import notice, say
 from .registry import DATASETS, METHODS, METRICS, include
 from .results import DamagedRecord, ResultsStore, _jsonable, base_record, job_lock, read_record  # noqa: F401
+from .shared import SharedStore, data_key
 from .views import PlainView
 
 
@@ -307,7 +308,8 @@ class Runner:
                     targets = np.stack([sp.targets(i) for i in range(len(sp))])
                 data = TrainData(train_store, np.asarray(sp.labels), targets, ds.num_classes, self.device, views,
                                  gpu_resident_bytes=int(float(self.cfg.gpu_resident_gb) * (1 << 30)))
-                ctx = FitContext(device=self.device, seed=job.seed, show_progress=self.show_progress)
+                ctx = FitContext(device=self.device, seed=job.seed, show_progress=self.show_progress,
+                                 shared=SharedStore(self.store.root / "shared"), data_key=data_key(job.identity()))
                 tf = time.perf_counter()
                 if self.cfg.ddp > 1 and entry.spec.supports_ddp:
                     log = self._fit_ddp(model, job, ds, targets, views)

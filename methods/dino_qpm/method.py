@@ -48,7 +48,6 @@ Choices the SPEC leaves open (all parameters, see `DinoQPMParams`):
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -59,8 +58,8 @@ from xbench.errors import ConfigError
 from xbench.explanation import Explanation, concept_attribution
 from xbench.registry import register_method
 
-from ..base import Batch, FitContext, HeadInfo, Method, ParamsBase, TrainData, soft_cross_entropy
-from .losses import diversity_loss, l1
+from ..base import Batch, FitContext, HeadInfo, Method, TrainData
+from .dense_stage import DENSE_QUICKSTART, DenseStageParams, dense_step, run_dense_stage, stage_loss, train_epochs
 from .model import PatchMLP, pool
 from .qp_problem import build_problem, check_penalty, check_sizes
 from .qp_solve import SOLVERS, solve
@@ -71,25 +70,13 @@ SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
-class DinoQPMParams(ParamsBase):
-    """Hyper-parameters; defaults are the paper's (SPEC 3.3)."""
+class DinoQPMParams(DenseStageParams):
+    """Hyper-parameters; defaults are the paper's (SPEC 3.3). The architecture and stage-1 fields come from
+    `dense_stage.DenseStageParams` (shared with dino-sldd and dino-qsenn)."""
 
     #: `penalty` came after the first recorded jobs; at its default ("spec") it stays out of the job id
     identity_omits_defaults = ("penalty", "qp_node_limit")
 
-    # architecture
-    hidden_dim: int = 2048
-    hidden_layers: int = 3
-    n_features: int = 512
-    # stage 1: dense
-    dense_epochs: int = 25
-    dense_lr: float = 1e-3
-    dense_weight_decay: float = 7e-4
-    dense_batch_size: int = 32
-    dense_dropout: float = 0.2
-    dense_div_beta: float = 0.5
-    dense_l1_maps: float = 0.0
-    dense_l1_pooled: float = 0.0
     # stage 2: quadratic program
     n_select: int = 50
     n_per_class: int = 5
@@ -112,10 +99,6 @@ class DinoQPMParams(ParamsBase):
     sparse_div_beta: float = 1.0
     sparse_l1_maps: float = 5.0
     sparse_l1_pooled: float = 1.0
-    # shared
-    schedule: str = "cosine"
-    sigma_floor: float = 1e-6
-    stats_batch_size: int = 128
 
 
 @register_method("dino-qpm", provides={"logits", "attribution", "concepts"}, paper="dinoqpm",
@@ -128,10 +111,7 @@ class DinoQPM(Method):
     #: and a short QP time limit. With so few steps the dense head on the raw pooled features barely
     #: moves at the paper's lr 1e-3, so the quickstart raises the dense lr to 1e-2.
     quickstart = {
-        "hidden_dim": 64,
-        "n_features": 96,
-        "dense_epochs": 10,
-        "dense_lr": 1e-2,
+        **DENSE_QUICKSTART,
         "sparse_epochs": 6,
         "sparse_batch_size": 32,
         "qp_time_limit": 10.0,
@@ -182,7 +162,7 @@ class DinoQPM(Method):
         log: dict = {"schedule": p.schedule, "timings": {}}
 
         t = time.perf_counter()
-        log["dense"] = self._train_stage(data, ctx, "dense")
+        log["dense"] = run_dense_stage(self, data, ctx)
         log["timings"]["dense_s"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
@@ -226,25 +206,11 @@ class DinoQPM(Method):
     def _stage_step(self, stage: str, patch: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
         p = self.params
         if stage == "dense":
-            maps = self.mlp(patch)
-            f = pool(maps)
-            logits = self.dense(self.dropout(f))
-            weights, beta, l1m, l1f = self.dense.weight, p.dense_div_beta, p.dense_l1_maps, p.dense_l1_pooled
-        else:
-            maps, f, scores = self.sparse_forward(patch)
-            logits = scores @ self.w_bin.T
-            weights, beta, l1m, l1f = self.w_bin, p.sparse_div_beta, p.sparse_l1_maps, p.sparse_l1_pooled
-        ce = soft_cross_entropy(logits.float(), targets)
-        div = diversity_loss(maps.float(), f.float(), weights, logits.float(), beta)
-        loss = ce + div
-        parts = {"ce": ce.detach(), "div": div.detach()}
-        if l1m:
-            parts["l1_maps"] = l1(maps.float()).detach()
-            loss = loss + l1m * l1(maps.float())
-        if l1f:
-            parts["l1_pooled"] = l1(f.float()).detach()
-            loss = loss + l1f * l1(f.float())
-        return loss, parts, logits.detach()
+            return dense_step(self, patch, targets)
+        maps, f, scores = self.sparse_forward(patch)
+        logits = scores @ self.w_bin.T
+        return stage_loss(maps, f, logits, self.w_bin, targets, p.sparse_div_beta, p.sparse_l1_maps,
+                          p.sparse_l1_pooled)
 
     def _train_stage(self, data: TrainData, ctx: FitContext, stage: str) -> dict:
         p = self.params
@@ -253,35 +219,9 @@ class DinoQPM(Method):
         lr = p.dense_lr if stage == "dense" else p.sparse_lr
         wd = p.dense_weight_decay if stage == "dense" else p.sparse_weight_decay
         params = list(self.mlp.parameters()) + (list(self.dense.parameters()) if stage == "dense" else [])
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-        steps = max(1, epochs * math.ceil(len(data) / bs))
-        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if p.schedule == "cosine"
-                 else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
-        g = ctx.generator(1 if stage == "dense" else 2)
-        hist: dict[str, list[float]] = {"loss": [], "ce": [], "div": [], "train_acc": []}
-        self.train()
-        for _ in ctx.epochs(epochs, f"dino-qpm {stage}"):
-            sums: dict[str, float] = {}
-            n = correct = 0
-            for b in data.batches(bs, generator=g, shuffle=True):
-                loss, parts, logits = self._stage_step(stage, b.tokens.patch, b.targets)
-                if not torch.isfinite(loss):
-                    from xbench.errors import TrainingDiverged
-
-                    raise TrainingDiverged(f"dino-qpm {stage} loss is {loss.item()}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                k = len(b.labels)
-                n += k
-                correct += int((logits.argmax(dim=1) == b.labels).sum())
-                for name, v in {"loss": loss.detach(), **parts}.items():
-                    sums[name] = sums.get(name, 0.0) + float(v) * k
-            for name, v in sums.items():
-                hist.setdefault(name, []).append(round(v / max(n, 1), 6))
-            hist["train_acc"].append(round(correct / max(n, 1), 6))
-        return hist
+        return train_epochs(data, ctx, params, lambda patch, targets: self._stage_step(stage, patch, targets),
+                            epochs=epochs, batch_size=bs, lr=lr, weight_decay=wd, schedule=p.schedule,
+                            generator_offset=1 if stage == "dense" else 2, desc=f"dino-qpm {stage}", modules=self)
 
     # saving ---------------------------------------------------------------------------------
     def prepare_load(self, state: dict[str, torch.Tensor]) -> None:

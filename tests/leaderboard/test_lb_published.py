@@ -21,7 +21,7 @@ def _find(rows, method, dataset, metric):
 
 def test_packaged_table_normalised_to_fractions():
     rows = load_published()
-    assert len(rows) == 45
+    assert len(rows) == 57
     # DINO-QPM prints percentages: 87.9 -> 0.879
     p = _find(rows, "linear-probe", "cub", "accuracy")
     assert p.value == pytest.approx(0.879) and p.raw == "87.9" and p.unit == "percent"
@@ -90,3 +90,30 @@ def test_fraction_metric_shown_as_fraction():
     (t,) = build_tables([record("protofm", 0, {"consistency": ok(0.5)}, dataset="funnybirds")], rows)
     md = "\n".join(render_table(t))
     assert "*0.650*" in md and "0.500" in md
+
+
+# DINO-QPM's results table (CUB / Cars, percent): the DINO-SLDD and DINO-QSENN rows (issue 18)
+SPARSE_BASELINES = {
+    "dino-sldd": {("cub", "accuracy"): "84.6", ("cars", "accuracy"): "92.9", ("cub", "plausibility"): "78.0",
+                  ("cub", "sid@5"): "88.7", ("cars", "sid@5"): "90.9", ("cub", "class_independence"): "94.4",
+                  ("cars", "class_independence"): "93.9", ("cub", "contrastiveness"): "93.0",
+                  ("cars", "contrastiveness"): "94.9"},
+    "dino-qsenn": {("cub", "accuracy"): "85.4", ("cars", "accuracy"): "93.3", ("cub", "plausibility"): "86.0",
+                   ("cub", "sid@5"): "91.5", ("cars", "sid@5"): "92.6", ("cub", "class_independence"): "93.6",
+                   ("cars", "class_independence"): "94.0", ("cub", "contrastiveness"): "94.4",
+                   ("cars", "contrastiveness"): "94.9"},
+}
+
+
+@pytest.mark.parametrize("method", sorted(SPARSE_BASELINES))
+def test_sldd_and_qsenn_rows_with_their_source(method):
+    rows = [p for p in load_published() if p.method == method]
+    got = {(p.dataset, p.published_metric): p.raw for p in rows}
+    assert got == SPARSE_BASELINES[method]
+    assert {(p.source, p.cite, p.unit, p.setting) for p in rows} == {
+        ("DINO-QPM (CVPR 2026) results table", "dinoqpm", "percent", "main")}
+    # shown beside xbench's own cell of that method
+    (t,) = build_tables([record(method, 0, {"sid@5": ok(0.8)}, dataset="cub")], load_published())
+    (p,) = t.cells[(method, "sid@5")].published
+    assert p.raw == SPARSE_BASELINES[method][("cub", "sid@5")]
+    assert f"*{p.raw}*" in "\n".join(render_table(t))
