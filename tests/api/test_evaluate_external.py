@@ -92,7 +92,7 @@ def test_hand_written_model_is_scored_like_a_method(tmp_path):
     assert m["plausibility"]["extras"]["grid"] == GRID
     # constant logits: no background object's removal lowers the target logit
     assert m["background_independence"]["value"] == pytest.approx(1.0)
-    assert m["consistency"] == {"value": None, "status": "n/a", "reason": "method provides no concepts"}
+    assert m["consistency"] == {"value": None, "status": "n/a", "reason": "method provides no concepts", "version": 1}
     assert rec["method"] == "cell-centre" and rec["backbone"] == "external" and rec["status"] == "complete"
     assert all(s[1:] == (3, SIZE, SIZE) for s in model.seen)  # images at the model's own input size
     low = xbench.evaluate(CellModel(ds.num_classes, corner), ds, metrics=["plausibility"], name="cell-corner")

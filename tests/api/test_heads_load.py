@@ -135,7 +135,7 @@ def test_evaluate_a_loaded_model_gives_the_runner_record(run):
         model = xbench.load(run / "results" / rec["job_id"], cache=str(run / "cache"))
         out = xbench.evaluate(model, model.dataset(), metrics=["accuracy", "plausibility"])
         validate_record(out, where="evaluate")
-        assert set(rec) - set(out) == {"head", "training"} and set(out) <= set(rec)
+        assert set(rec) - set(out) == {"head", "training", "io", "method_version"} and set(out) <= set(rec)
         for m in ("accuracy", "plausibility"):
             assert out["metrics"][m]["status"] == "ok"
             assert out["metrics"][m]["value"] == pytest.approx(rec["metrics"][m]["value"], abs=1e-9), (method, m)

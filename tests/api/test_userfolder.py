@@ -104,7 +104,8 @@ def test_runner_scores_a_folder_and_reports_na_without_annotations(tmp_path):
     assert m["folder-full"]["consistency"]["status"] == "ok"
     assert m["folder-full"]["consistency"]["extras"]["protocol"] == "keypoints"
     assert m["folder-bare"]["accuracy"]["status"] == "ok"
-    assert m["folder-bare"]["plausibility"] == {"value": None, "status": "n/a", "reason": "dataset has no object_mask"}
+    assert m["folder-bare"]["plausibility"] == {"value": None, "status": "n/a", "reason": "dataset has no object_mask",
+                                            "version": 1}
     assert m["folder-bare"]["consistency"]["status"] == "n/a"
     rec = next(r for r in ResultsStore(tmp_path / "results").records() if r["dataset"] == "folder-full")
     assert rec["provenance"]["dataset"]["options"]["path"] == str(full.resolve())

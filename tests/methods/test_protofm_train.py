@@ -81,7 +81,7 @@ def test_teacher_moves_by_ema_and_explanations_decompose(tiny):
     assert not torch.equal(before, model.head.encoder.prototypes.weight)  # the student trained
     assert "teacher" not in "".join(model.state_dict())                   # the teacher is not saved
     # the token statistics were set from the training tokens
-    x = torch.as_tensor(np.asarray(tiny["train"].patch, dtype=np.float32)).reshape(-1, tiny["info"].dim)
+    x = torch.as_tensor(np.asarray(tiny["train"].rows(slice(None))["patch"], dtype=np.float32)).reshape(-1, tiny["info"].dim)
     assert torch.allclose(model.head.encoder.token_mean, x.mean(0), atol=1e-4)
     model.eval()
     tok = tiny["test"].tokens(np.arange(len(tiny["test"])))

@@ -49,7 +49,7 @@ def env(tmp_path_factory):
     plain = ex.store(ds, "test", PlainView())
     ident: dict[bytes, tuple[int, int, int]] = {}
     for j in range(len(view)):
-        key = view.patch[j].tobytes()
+        key = view.rows([j])["patch"][0].tobytes()
         row = (int(view.base[j]), int(view.index_meta["keep"][j]), int(view.index_meta["removed_object"][j]))
         assert key not in ident, f"two interventions render alike ({ident[key]}, {row}): pick another dataset seed"
         ident[key] = row

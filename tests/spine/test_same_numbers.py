@@ -10,6 +10,9 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+import torch
+
 from xbench.config import build_config, load_config_file
 from xbench.runner import Runner
 
@@ -25,7 +28,14 @@ def _metrics(results: Path) -> dict:
     return out
 
 
-def test_small_run_matches_the_numbers_before_the_cache_rewrite(tmp_path):
+@pytest.fixture
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_small_run_matches_the_numbers_before_the_cache_rewrite(tmp_path, restore_threads):
     golden = json.loads((DATA / "golden_metrics.json").read_text())["metrics"]
     file_values = load_config_file(str(DATA / "golden_config.yaml"))
     cfg = build_config(file_values, {"results": str(tmp_path / "res"), "cache": str(tmp_path / "cache")})
