@@ -159,6 +159,19 @@ def run_dense_stage(model: nn.Module, data: TrainData, ctx: FitContext) -> dict:
         return log
 
 
+@torch.no_grad()
+def mlp_pooled_features(model: nn.Module, data: TrainData, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f [N, N_f] float32 on CPU, labels [N]): the pooled MLP features of every training row, model in eval mode."""
+    was = model.training
+    model.eval()
+    fs, ys = [], []
+    for b in data.all_batches(batch_size):
+        fs.append(pool(model.mlp(b.tokens.patch)).float().cpu())
+        ys.append(b.labels.cpu())
+    model.train(was)
+    return torch.cat(fs), torch.cat(ys)
+
+
 def train_epochs(data: TrainData, ctx: FitContext, params: list[nn.Parameter], step, *, epochs: int,
                  batch_size: int, lr: float, weight_decay: float, schedule: str, generator_offset: int,
                  desc: str, modules: nn.Module) -> dict:

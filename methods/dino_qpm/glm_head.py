@@ -32,7 +32,7 @@ from xbench.errors import ConfigError
 from xbench.explanation import Explanation, concept_attribution
 
 from ..base import Batch, FitContext, HeadInfo, Method, TrainData
-from .dense_stage import DenseStageParams, run_dense_stage, stage_loss, train_epochs
+from .dense_stage import DenseStageParams, mlp_pooled_features, run_dense_stage, stage_loss, train_epochs
 from .glm_path import entry_order, glm_path
 from .model import PatchMLP, pool
 
@@ -131,17 +131,9 @@ class GLMSparseHead(Method):
     def sparse_stages(self, data: TrainData, ctx: FitContext, log: dict) -> None:
         """Select, assign and fine-tune (sets `selected`, `weight`, `bias`, `mu`, `sigma`); fills `log`."""
 
-    @torch.no_grad()
     def pooled_features(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f [N, N_f] float32 on CPU, labels [N]) of every training row, MLP in eval mode."""
-        was = self.training
-        self.eval()
-        fs, ys = [], []
-        for b in data.all_batches(self.params.stats_batch_size):
-            fs.append(pool(self.mlp(b.tokens.patch)).float().cpu())
-            ys.append(b.labels.cpu())
-        self.train(was)
-        return torch.cat(fs), torch.cat(ys)
+        """(f [N, N_f] float32 on CPU, labels [N]) of every training row (dense_stage.mlp_pooled_features)."""
+        return mlp_pooled_features(self, data, self.params.stats_batch_size)
 
     def standardise(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(X = (f - mu) / sigma in float64, mu, sigma) with population std floored at sigma_floor."""

@@ -59,7 +59,8 @@ from xbench.explanation import Explanation, concept_attribution
 from xbench.registry import register_method
 
 from ..base import Batch, FitContext, HeadInfo, Method, TrainData
-from .dense_stage import DENSE_QUICKSTART, DenseStageParams, dense_step, run_dense_stage, stage_loss, train_epochs
+from .dense_stage import (DENSE_QUICKSTART, DenseStageParams, dense_step, mlp_pooled_features, run_dense_stage,
+                          stage_loss, train_epochs)
 from .model import PatchMLP, pool
 from .qp_problem import build_problem, check_penalty, check_sizes
 from .qp_solve import SOLVERS, solve
@@ -191,17 +192,9 @@ class DinoQPM(Method):
         self.eval()
         return log
 
-    @torch.no_grad()
     def pooled_features(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f [N, N_f] float32 on CPU, labels [N]) of every training row, dense model in eval mode."""
-        was = self.training
-        self.eval()
-        fs, ys = [], []
-        for b in data.all_batches(self.params.stats_batch_size):
-            fs.append(pool(self.mlp(b.tokens.patch)).float().cpu())
-            ys.append(b.labels.cpu())
-        self.train(was)
-        return torch.cat(fs), torch.cat(ys)
+        """(f [N, N_f] float32 on CPU, labels [N]) of every training row (dense_stage.mlp_pooled_features)."""
+        return mlp_pooled_features(self, data, self.params.stats_batch_size)
 
     def _stage_step(self, stage: str, patch: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
         p = self.params
